@@ -1,0 +1,1 @@
+"""Deployment runtime: backends, tiling, metrics. Imports no torch at package level."""

@@ -1,0 +1,1 @@
+"""Backends: one contract for PyTorch, ONNX Runtime and TensorRT."""
