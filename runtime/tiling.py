@@ -127,12 +127,12 @@ class Tiler:
     """Runs a backend over full frames: ``mode`` is "tiled" (default), "whole" or "resize".
 
     ``crop``: the backend's static input size (None: take it from the backend). ``batch``: tiles
-    per call for dynamic-batch backends (PyTorch; None: the backend's own batch); static-batch
-    artifacts always get exactly their batch.
+    per call for dynamic-batch backends (PyTorch; None: the backend's own ``input_shape[0]``);
+    static-batch artifacts (ONNX, engines) always get exactly their batch.
     """
 
     def __init__(self, crop: Sequence[int] | None = None, stride: Sequence[int] | None = None,
-                 batch: int | None = 1, mode: str = "tiled") -> None:
+                 batch: int | None = None, mode: str = "tiled") -> None:
         if mode not in MODES:
             from difflib import get_close_matches
             hint = get_close_matches(mode, MODES, n=1)

@@ -1,1 +1,76 @@
-"""Backends: one contract for PyTorch, ONNX Runtime and TensorRT."""
+"""Backends: one contract for PyTorch, ONNX Runtime and TensorRT.
+
+``open_backend(artifact, backend="auto", **options)`` picks the backend from the artifact: a
+``.onnx`` path -> ONNX Runtime, ``.engine``/``.plan`` -> TensorRT, a variant name -> the PyTorch
+reference. Nothing heavy (torch, onnxruntime, tensorrt) is imported until a backend is opened.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+from runtime.backends.base import Backend
+from runtime.errors import ToolkitError
+
+BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+ALIASES = {"pytorch": "torch", "ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt"}
+SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
+
+__all__ = ["Backend", "open_backend", "backend_for", "BACKEND_NAMES"]
+
+
+def _did_you_mean(word: str, choices: Any) -> str | None:
+    hint = difflib.get_close_matches(word, list(choices), n=2, cutoff=0.5)
+    return f"did you mean {' or '.join(hint)}?" if hint else None
+
+
+def backend_for(artifact: str | os.PathLike, backend: str = "auto") -> str:
+    """The backend name for ``artifact`` ("torch" | "onnxruntime" | "tensorrt")."""
+    choice = ALIASES.get(str(backend).lower(), str(backend).lower())
+    if choice not in BACKEND_NAMES + ("auto",):
+        raise ToolkitError(f"unknown backend {backend!r}", expected="auto, " + ", ".join(BACKEND_NAMES),
+                           fix=_did_you_mean(choice, BACKEND_NAMES + tuple(ALIASES)))
+    suffix = Path(str(artifact)).suffix.lower()
+    by_suffix = SUFFIXES.get(suffix)
+    if choice == "auto":
+        if by_suffix:
+            return by_suffix
+        if suffix or os.sep in str(artifact) or "/" in str(artifact):
+            raise ToolkitError(f"cannot tell the backend for {artifact}",
+                               expected="a .onnx / .engine / .plan file or a model variant name",
+                               fix=_did_you_mean(suffix, SUFFIXES) or "pass --backend")
+        return "torch"
+    if choice == "torch" and by_suffix:
+        raise ToolkitError(f"the PyTorch backend takes a variant name, not {artifact}",
+                           fix=f"use --backend {by_suffix} for this file")
+    if choice != "torch" and by_suffix and by_suffix != choice:
+        raise ToolkitError(f"{artifact} is not a {choice} artifact", expected=choice, found=by_suffix,
+                           fix=f"use --backend {by_suffix} or auto")
+    return choice
+
+
+def open_backend(artifact: str | os.PathLike, backend: str = "auto", **options: Any) -> Backend:
+    """Build (not yet open) the backend for ``artifact``; use it as ``with open_backend(...) as b:``.
+
+    Options per backend: torch: checkpoint, crop, device, autocast, batch, threads, model;
+    onnxruntime: providers, threads, trt_cache_dir; tensorrt: device, cuda, cuda_graph, strict.
+    """
+    kind = backend_for(artifact, backend)
+    if kind == "torch":
+        from models.zoo import get_variant
+        from runtime.backends.torch_backend import TorchBackend
+        get_variant(str(artifact))   # unknown name -> did-you-mean now, not on open
+        cls: Any = TorchBackend
+    elif kind == "onnxruntime":
+        from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        cls = OnnxRuntimeBackend
+    else:
+        from runtime.backends.tensorrt_backend import TensorRTBackend
+        cls = TensorRTBackend
+    try:
+        return cls(artifact, **options)
+    except TypeError as exc:
+        raise ToolkitError(f"bad option for the {kind} backend", found=str(exc),
+                           fix="see runtime.backends.open_backend for the options each backend takes") from None

@@ -1,0 +1,123 @@
+"""ONNX Runtime backend: runs the FP32, FP16 and both INT8 ONNX artifacts (no torch).
+
+Providers: the CPU provider by default; ``providers="cuda"`` or ``"tensorrt"`` (or a list of
+provider names / ``(name, options)`` tuples) when ``onnxruntime-gpu`` provides them. Metadata is
+read from the session (``custom_metadata_map``) and checked against the graph's I/O shapes.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from runtime.artifact import meta_from_props
+from runtime.backends.base import Backend, as_output, check_meta_shapes
+from runtime.errors import ToolkitError
+
+SHORT_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+
+def resolve_providers(providers: str | Sequence[Any] | None, available: Sequence[str],
+                      trt_cache_dir: str | None = None) -> list[Any]:
+    """Expand short names ("cpu", "cuda", "tensorrt") into an ORT provider list, CPU last."""
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        wanted = {"cpu": ["cpu"], "cuda": ["cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"],
+                  "trt": ["tensorrt", "cuda", "cpu"]}.get(providers.lower(), [providers])
+    else:
+        wanted = list(providers)
+    out: list[Any] = []
+    for item in wanted:
+        name, opts = (item if isinstance(item, tuple) else (item, None))
+        full = SHORT_PROVIDERS.get(str(name).lower(), str(name))
+        if full not in available:
+            hint = difflib.get_close_matches(full, list(available), n=1)
+            raise ToolkitError(f"ONNX Runtime provider {full} is not available here",
+                               expected=", ".join(available), found=full,
+                               fix=(f"did you mean {hint[0]}? " if hint else "")
+                               + "GPU providers need `pip install onnxruntime-gpu` (x86_64) and CUDA")
+        if full == "TensorrtExecutionProvider" and opts is None:
+            opts = {"trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": trt_cache_dir or os.path.join("artifacts", "ort_trt_cache"),
+                    "trt_timing_cache_enable": True}
+        out.append((full, opts) if opts else full)
+    return out
+
+
+class OnnxRuntimeBackend(Backend):
+    """An ONNX artifact in an ``onnxruntime.InferenceSession``.
+
+    Options: ``providers`` (None = CPU; "cuda"; "tensorrt"; or an explicit list), ``threads``
+    (intra-op threads; None = ORT default, all cores), ``trt_cache_dir`` (TensorRT EP engine cache).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, artifact: str | os.PathLike, providers: str | Sequence[Any] | None = None,
+                 threads: int | None = None, trt_cache_dir: str | None = None) -> None:
+        super().__init__(str(artifact))
+        self.providers = providers
+        self.threads = threads
+        self.trt_cache_dir = trt_cache_dir
+        self._session: Any = None
+        self._input_name = ""
+        self._input_dtype: Any = np.float32
+
+    def _allocate(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ToolkitError("ONNX Runtime is not installed",
+                               fix="pip install onnxruntime (CPU) or onnxruntime-gpu") from None
+        path = Path(self.artifact)
+        if not path.is_file():
+            raise ToolkitError(f"ONNX file not found: {path}", fix="check the path or export it first")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
+        providers = resolve_providers(self.providers, ort.get_available_providers(), self.trt_cache_dir)
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ToolkitError(f"ONNX Runtime cannot load {path}", found=first,
+                               fix="re-export the artifact; the file may be truncated or corrupt") from None
+        props = dict(self._session.get_modelmeta().custom_metadata_map)
+        self._meta = meta_from_props(props, str(path))
+        self._check_io()
+
+    def _check_io(self) -> None:
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1:
+            raise ToolkitError(f"{self.artifact} has {len(inputs)} inputs", expected="exactly 1 image input")
+        inp = inputs[0]
+        self._input_name = inp.name
+        self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        check_meta_shapes(self.meta, self.artifact, inp.shape, outputs[0].shape)
+
+    def _release(self) -> None:
+        self._session = None
+
+    @property
+    def active_providers(self) -> list[str]:
+        return list(self._session.get_providers()) if self._session is not None else []
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        feed = {self._input_name: batch.astype(self._input_dtype, copy=False)}
+        out = self._session.run(None, feed)[0]
+        return as_output(out, self.output_kind)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(providers=self.active_providers, layout=self.meta.layout, threads=self.threads)
+        return d
