@@ -1,0 +1,258 @@
+"""Backend contract over PyTorch / ONNX Runtime / TensorRT, PyTorch-vs-ORT parity, metadata checks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.artifact import META_KEY, ArtifactMeta, sidecar_path
+from runtime.backends import open_backend
+from runtime.backends.tensorrt_backend import check_build
+from runtime.errors import ToolkitError
+from runtime.tiling import Tiler
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANT = "tiny_cityscapes"
+
+
+def variant_meta(model, **changes) -> ArtifactMeta:
+    v, ds = model.variant, model.variant.dataset
+    meta = ArtifactMeta(v.name, v.num_classes, ds.class_names, ds.palette, v.crop, ds.mean, ds.std)
+    return meta.replace(**changes)
+
+
+def export_onnx(model, path: Path, meta: ArtifactMeta | None, labels: bool = False) -> Path:
+    """FP32 ONNX at the variant's crop (TorchScript exporter, opset 17) with toolkit metadata."""
+    import onnx
+    import torch
+
+    class WithArgmax(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x).argmax(1).to(torch.int32)
+
+    net = WithArgmax(model) if labels else model
+    crop = model.variant.crop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # the TorchScript exporter is deprecated
+        torch.onnx.export(net.eval(), torch.zeros(1, 3, *crop), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"])
+    proto = onnx.load(str(path))
+    if meta is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_KEY, meta.replace(output="labels" if labels else "logits").to_json()
+    onnx.save(proto, str(path))
+    return path
+
+
+def synthetic_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB frame (low-frequency blobs upsampled), uint8."""
+    import cv2
+
+    small = np.random.default_rng(seed).integers(0, 256, (h // 16 + 1, w // 16 + 1, 3)).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A seeded tiny model, its checkpoint, and logits / labels ONNX exports of it."""
+    import torch
+
+    from models import create_model
+    from models.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model(VARIANT)
+    d = tmp_path_factory.mktemp("tiny")
+    ckpt = save_checkpoint(d / "tiny.pth", model)
+    meta = variant_meta(model)
+    return {"model": model, "ckpt": ckpt, "dir": d,
+            "onnx": export_onnx(model, d / "tiny_64x128.onnx", meta),
+            "labels_onnx": export_onnx(model, d / "tiny_64x128_labels.onnx", meta, labels=True)}
+
+
+def tensorrt_skip_reason() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "TensorRT is not installed (pip install tensorrt, or JetPack on a Jetson)"
+    from runtime.backends.cuda_mem import _import_cudart
+    rt = _import_cudart()
+    if rt is None:
+        return "cuda-python is not installed (needed for the TensorRT backend's device memory)"
+    err, count = rt.cudaGetDeviceCount()
+    if err != rt.cudaError_t.cudaSuccess or count < 1:
+        return "no CUDA GPU visible"
+    return None
+
+
+def build_engine(onnx_path: Path, meta: ArtifactMeta) -> Path:
+    """Minimal engine build for the contract test (runs only where TensorRT and a GPU exist)."""
+    import tensorrt as trt
+
+    from runtime.backends.cuda_mem import open_cuda
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) \
+        if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse_from_file(str(onnx_path)), [parser.get_error(i) for i in range(parser.num_errors)]
+    plan = builder.build_serialized_network(network, builder.create_builder_config())
+    engine = onnx_path.with_suffix(".engine")
+    engine.write_bytes(bytes(plan))
+    gpu, cc = open_cuda().device_properties(0)
+    build = {"tensorrt_version": trt.__version__, "gpu_name": gpu, "compute_capability": f"{cc[0]}.{cc[1]}"}
+    sidecar_path(engine).write_text(json.dumps({"meta": meta.to_dict(), "build": build}))
+    return engine
+
+
+def artifact_for(kind: str, tiny) -> tuple[str, dict]:
+    if kind == "torch":
+        return VARIANT, {"checkpoint": str(tiny["ckpt"])}
+    if kind == "onnxruntime":
+        return str(tiny["onnx"]), {}
+    reason = tensorrt_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    return str(build_engine(tiny["onnx"], variant_meta(tiny["model"]))), {}
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnxruntime", pytest.param("tensorrt", marks=[pytest.mark.trt, pytest.mark.gpu])])
+def test_backend_contract(kind, tiny):
+    artifact, opts = artifact_for(kind, tiny)
+    backend = open_backend(artifact, **opts)
+    assert backend.name == kind
+    with pytest.raises(ToolkitError, match="not open"):
+        backend.meta
+    with backend as b:
+        assert b.input_shape == (1, 3, 64, 128) and b.num_classes == 19
+        assert b.precision == "fp32" and b.output_kind == "logits" and b.meta.variant == VARIANT
+        x = np.random.default_rng(0).normal(size=b.input_shape).astype(np.float32)
+        out = b(x)
+        assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (1, 19, 64, 128)
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(b(x), out, rtol=1e-5, atol=1e-5)   # deterministic
+        with pytest.raises(ToolkitError, match="wrong shape"):
+            b(np.zeros((1, 3, 32, 128), np.float32))
+        with pytest.raises(ToolkitError, match="wrong shape"):
+            b(x.astype(np.float64))
+        json.dumps(b.describe())
+    backend.close()          # safe twice
+    with pytest.raises(ToolkitError, match="not open"):
+        backend(x)
+
+
+def test_pytorch_and_onnxruntime_agree_on_a_tiled_frame(tiny):
+    frame = synthetic_frame(200, 300)
+    tiler = Tiler()
+    with open_backend(VARIANT, model=tiny["model"]) as ref, open_backend(tiny["onnx"]) as ort:
+        a, b = tiler.logits(ref, frame), tiler.logits(ort, frame)
+    agreement = float((a.argmax(0) == b.argmax(0)).mean())
+    assert agreement >= 0.9999, agreement
+    assert np.abs(a - b).max() < 1e-3
+    assert len(np.unique(a.argmax(0))) > 1      # the comparison is not over a constant map
+
+
+def test_labels_artifact_matches_logits_artifact(tiny):
+    frame = synthetic_frame(100, 150, seed=1)
+    with open_backend(tiny["onnx"]) as lo, open_backend(tiny["labels_onnx"]) as la:
+        assert la.output_kind == "labels"
+        out = la(np.zeros(la.input_shape, np.float32))
+        assert out.dtype == np.int32 and out.shape == (1, 64, 128)
+        # whole-crop frame: no overlap, so labels == argmax of the logits
+        crop = synthetic_frame(64, 128, seed=2)
+        np.testing.assert_array_equal(Tiler().labels(la, crop), Tiler().labels(lo, crop))
+        agree = (Tiler().labels(la, frame) == Tiler().labels(lo, frame)).mean()
+    assert agree > 0.9
+
+
+def test_onnx_metadata_mismatch_missing_and_corrupt(tiny):
+    d = tiny["dir"]
+    wrong = export_onnx(tiny["model"], d / "wrong.onnx", variant_meta(tiny["model"], num_classes=20))
+    with pytest.raises(ToolkitError, match="class count"):
+        open_backend(wrong).__enter__()
+    wrong_crop = export_onnx(tiny["model"], d / "wrong_crop.onnx", variant_meta(tiny["model"], crop=(64, 64)))
+    with pytest.raises(ToolkitError, match="input shape"):
+        open_backend(wrong_crop).__enter__()
+    bare = export_onnx(tiny["model"], d / "bare.onnx", None)
+    with pytest.raises(ToolkitError, match="metadata"):
+        open_backend(bare).__enter__()
+    cut = d / "cut.onnx"
+    cut.write_bytes(tiny["onnx"].read_bytes()[:5000])
+    with pytest.raises(ToolkitError, match="cannot load"):
+        open_backend(cut).__enter__()
+    with pytest.raises(ToolkitError, match="not found"):
+        open_backend(d / "missing.onnx").__enter__()
+
+
+def test_onnxruntime_provider_and_options_errors(tiny):
+    with pytest.raises(ToolkitError, match="onnxruntime-gpu"):
+        open_backend(tiny["onnx"], providers="cuda").__enter__()
+    with pytest.raises(ToolkitError, match="bad option"):
+        open_backend(tiny["onnx"], device="cuda")
+    with open_backend(tiny["onnx"], threads=1) as b:
+        assert b.describe()["providers"] == ["CPUExecutionProvider"]
+
+
+def test_open_backend_dispatch_and_did_you_mean(tiny):
+    assert open_backend(VARIANT).name == "torch"
+    assert open_backend(tiny["onnx"]).name == "onnxruntime"
+    assert open_backend("x.plan").name == "tensorrt"
+    with pytest.raises(ToolkitError, match="did you mean onnxruntime"):
+        open_backend(tiny["onnx"], backend="onxruntime")
+    with pytest.raises(ToolkitError, match="did you mean tiny_cityscapes"):
+        open_backend("tiny_citiscapes")
+    with pytest.raises(ToolkitError, match="not a onnxruntime artifact"):
+        open_backend("a.engine", backend="onnxruntime")
+    with pytest.raises(ToolkitError, match="cannot tell"):
+        open_backend("model.pt")
+
+
+def test_tensorrt_engine_checks(tiny, tmp_path):
+    engine = tmp_path / "tiny.engine"
+    engine.write_bytes(b"not an engine")
+    with pytest.raises(ToolkitError, match="sidecar not found"):
+        open_backend(engine).__enter__()
+    sidecar_path(engine).write_text(json.dumps({"meta": variant_meta(tiny["model"]).to_dict(), "build": {}}))
+    if tensorrt_skip_reason() and "TensorRT is not installed" in tensorrt_skip_reason():
+        with pytest.raises(ToolkitError, match="TensorRT is not installed: pip install tensorrt") as info:
+            open_backend(engine).__enter__()
+        assert "\n" not in str(info.value)
+    build = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7"}
+    check_build(build, "10.3.0", "Orin", (8, 7), "e")
+    with pytest.raises(ToolkitError, match="another TensorRT version"):
+        check_build(build, "10.16.0", "Orin", (8, 7), "e")
+    with pytest.raises(ToolkitError, match="another GPU architecture"):
+        check_build(build, "10.3.0", "NVIDIA H100", (9, 0), "e")
+    with pytest.raises(ToolkitError, match="another GPU model"):
+        check_build(build, "10.3.0", "Xavier", (8, 7), "e")
+
+
+def test_torch_autocast_bf16_returns_float32(tiny):
+    with open_backend(VARIANT, model=tiny["model"], autocast="bf16") as b:
+        assert b.precision == "bf16"
+        out = b(np.zeros(b.input_shape, np.float32))
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    with pytest.raises(ToolkitError, match="autocast"):
+        open_backend(VARIANT, autocast="int4")
+
+
+def test_runtime_path_imports_no_torch(tiny):
+    code = ("import sys, numpy as np\n"
+            "from runtime.backends import open_backend\nfrom runtime.tiling import Tiler\n"
+            "import runtime.evaluate, runtime.benchmark, runtime.backends.tensorrt_backend\n"
+            f"with open_backend({str(tiny['onnx'])!r}) as b:\n"
+            "    print(Tiler().labels(b, np.zeros((70, 130, 3), np.uint8)).shape)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "(70, 130)" in res.stdout
