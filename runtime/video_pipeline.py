@@ -1,0 +1,223 @@
+"""The threaded demo pipeline: capture -> inference -> render/record, with bounded queues.
+
+* capture thread: reads the source. Live sources: a 1-slot queue where the newest frame wins
+  (the stale frame is dropped and counted). Files / folders: blocking puts, every frame in order.
+* inference thread: ``tiler.labels(backend, frame)``, one frame at a time, in order.
+* the calling thread renders (overlay, legend, HUD), records and shows the window; OpenCV's
+  highgui must run there, and so must the signal handling.
+
+Statistics are running sums (no per-frame lists), so memory stays flat over any run length.
+A ``stop`` event ends everything (q / ESC, SIGINT, ``max_frames``); errors in a worker thread stop
+the pipeline and are re-raised in the caller after the recording has been finalised.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+_END = object()
+
+
+@dataclass
+class Stats:
+    """Counters and time sums of one run (each field is written by one thread only)."""
+
+    read: int = 0            # frames delivered by the source
+    dropped: int = 0         # live: stale frames replaced by a newer one before inference
+    processed: int = 0       # frames segmented
+    written: int = 0         # frames rendered (recorded / shown)
+    reconnects: int = 0
+    infer_s: float = 0.0     # sum of tiler.labels() time (preprocess + backend + stitch)
+    backend_s: float = 0.0   # sum of pure backend time (Tiler.last_timing["infer"])
+    latency_s: float = 0.0   # sum of capture -> rendered latency
+    start: float = field(default_factory=time.perf_counter)
+    end: float = 0.0
+
+    @property
+    def wall_s(self) -> float:
+        return (self.end or time.perf_counter()) - self.start
+
+    @property
+    def fps(self) -> float:
+        return self.written / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def infer_fps(self) -> float:
+        return self.processed / self.infer_s if self.infer_s > 0 else 0.0
+
+    @property
+    def backend_fps(self) -> float:
+        return self.processed / self.backend_s if self.backend_s > 0 else 0.0
+
+    @property
+    def mean_latency_ms(self) -> float:
+        return 1000.0 * self.latency_s / self.written if self.written else 0.0
+
+    def summary(self) -> str:
+        return (f"summary: {self.written} frames ({self.read} read, {self.dropped} dropped), "
+                f"{self.reconnects} reconnects, {self.fps:.1f} FPS end-to-end, "
+                f"{self.infer_fps:.1f} FPS inference, mean latency {self.mean_latency_ms:.0f} ms, "
+                f"{self.wall_s:.1f} s")
+
+    def to_dict(self) -> dict[str, float]:
+        keys = ("read", "dropped", "processed", "written", "reconnects", "infer_s", "backend_s", "latency_s")
+        d: dict[str, float] = {k: getattr(self, k) for k in keys}
+        d.update(wall_s=self.wall_s, fps=self.fps, infer_fps=self.infer_fps, backend_fps=self.backend_fps,
+                 mean_latency_ms=self.mean_latency_ms)
+        return d
+
+
+@dataclass
+class Result:
+    """One segmented frame travelling from the inference thread to the renderer."""
+
+    index: int
+    rgb: np.ndarray
+    labels: np.ndarray
+    t_capture: float
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Blocking put that gives up when ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _put_latest(q: queue.Queue, item: Any) -> int:
+    """Non-blocking put that replaces queued items; returns how many were dropped."""
+    dropped = 0
+    while True:
+        try:
+            q.put_nowait(item)
+            return dropped
+        except queue.Full:
+            try:
+                q.get_nowait()
+                dropped += 1
+            except queue.Empty:
+                pass
+
+
+class Pipeline:
+    """Run ``source`` through ``backend`` with ``tiler``; ``render(result)`` is called per frame.
+
+    ``render`` runs in the calling thread and may return False to stop (q / ESC). ``idle()`` is
+    called while waiting for frames (window event pumping) and may return False to stop too.
+    """
+
+    def __init__(self, source: Any, backend: Any, tiler: Any, render: Callable[[Result], bool | None],
+                 live: bool, max_frames: int | None = None, queue_size: int = 4,
+                 stop: threading.Event | None = None, idle: Callable[[], bool | None] | None = None) -> None:
+        self.source, self.backend, self.tiler = source, backend, tiler
+        self.render, self.idle = render, idle
+        self.live = bool(live)
+        self.max_frames = max_frames
+        self.stop = stop or threading.Event()
+        self.stats = Stats()
+        self.error: BaseException | None = None
+        self._frames: queue.Queue = queue.Queue(maxsize=1 if self.live else max(1, queue_size))
+        self._results: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+
+    # -- worker threads ------------------------------------------------------------------------
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.stop.set()
+
+    def _capture(self) -> None:
+        stats, index = self.stats, 0
+        try:
+            while not self.stop.is_set():
+                if not self.live and self.max_frames is not None and index >= self.max_frames:
+                    break
+                frame = self.source.read()
+                if frame is None:
+                    break
+                item = (index, frame, time.perf_counter())
+                index += 1
+                stats.read += 1
+                if self.live:
+                    stats.dropped += _put_latest(self._frames, item)
+                elif not _put(self._frames, item, self.stop):
+                    break
+        except BaseException as exc:  # re-raised in the caller
+            self._fail(exc)
+        finally:
+            stats.reconnects = int(getattr(self.source, "reconnects", 0))
+            _put(self._frames, _END, self.stop)
+
+    def _infer(self) -> None:
+        stats = self.stats
+        try:
+            while True:
+                item = self._get(self._frames)
+                if item is None:
+                    if self.stop.is_set():
+                        break
+                    continue
+                if item is _END:
+                    break
+                index, frame, t_cap = item
+                t0 = time.perf_counter()
+                labels = self.tiler.labels(self.backend, frame)
+                stats.infer_s += time.perf_counter() - t0
+                stats.backend_s += float(getattr(self.tiler, "last_timing", {}).get("infer", 0.0))
+                stats.processed += 1
+                if not _put(self._results, Result(index, frame, labels, t_cap), self.stop):
+                    break
+                if self.max_frames is not None and stats.processed >= self.max_frames:
+                    break
+        except BaseException as exc:  # re-raised in the caller
+            self._fail(exc)
+        finally:
+            _put(self._results, _END, self.stop)
+
+    @staticmethod
+    def _get(q: queue.Queue, timeout: float = 0.05) -> Any:
+        try:
+            return q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    # -- the calling thread --------------------------------------------------------------------
+    def run(self) -> Stats:
+        """Run to the end of the source, ``max_frames`` or ``stop``; returns the statistics."""
+        threads = [threading.Thread(target=self._capture, name="capture", daemon=True),
+                   threading.Thread(target=self._infer, name="inference", daemon=True)]
+        self.stats.start = time.perf_counter()
+        for t in threads:
+            t.start()
+        try:
+            self._render_loop()
+        finally:
+            self.stop.set()
+            threads[1].join()               # the backend must be idle before it is closed
+            threads[0].join(timeout=5.0)    # a blocked camera read may outlive us (daemon)
+            self.stats.end = time.perf_counter()
+        return self.stats
+
+    def _render_loop(self) -> None:
+        stats = self.stats
+        while True:
+            item = self._get(self._results)
+            if item is None:
+                if self.stop.is_set() or (self.idle is not None and self.idle() is False):
+                    break
+                continue
+            if item is _END:
+                break
+            keep_going = self.render(item)
+            stats.written += 1
+            stats.latency_s += time.perf_counter() - item.t_capture
+            if keep_going is False:
+                break
