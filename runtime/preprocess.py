@@ -36,14 +36,54 @@ def _read_bytes(path: str | os.PathLike, what: str) -> np.ndarray:
 
 def check_complete(data: np.ndarray | bytes, path: str | os.PathLike, what: str = "image") -> None:
     """Raise if a PNG/JPEG byte stream lacks its end marker (a truncated download or copy)."""
-    raw = bytes(data[:8]) if isinstance(data, np.ndarray) else data[:8]
-    tail = bytes(data[-1024:]) if isinstance(data, np.ndarray) else data[-1024:]
+    raw = bytes(data[:8])
+    tail = bytes(data[-1024:])
     if raw.startswith(PNG_SIGNATURE) and not tail.endswith(PNG_IEND):
         raise ToolkitError(f"{what} file {path} is truncated (PNG without its IEND chunk)",
                            fix="re-download or regenerate the file")
     if raw.startswith(JPEG_SOI) and JPEG_EOI not in tail:
         raise ToolkitError(f"{what} file {path} is truncated (JPEG without its end marker)",
                            fix="re-download or regenerate the file")
+
+
+def probe_image(path: str | os.PathLike, what: str = "image") -> tuple[int, int] | None:
+    """Check a file without decoding it: it exists, is complete (PNG/JPEG end marker) and, for
+    PNG/JPEG, return its (H, W) from the header; None for other formats (decode to know)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ToolkitError(f"{what} file not found: {p}", fix="check the path / dataset layout")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1 << 16)
+            f.seek(max(p.stat().st_size - 1024, 0))
+            tail = f.read()
+    except OSError as exc:
+        raise ToolkitError(f"cannot read {what} file {p}", found=exc.strerror) from None
+    if not head:
+        raise ToolkitError(f"{what} file {p} is empty", fix="re-download or regenerate it")
+    check_complete(head[:8] + tail, p, what)
+    if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    if head.startswith(JPEG_SOI):
+        return _jpeg_size(head)
+    return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    """(H, W) from the first SOFn marker within the first 64 KiB, or None."""
+    i = 2
+    while i + 9 < len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:                     # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(head[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(head[i + 5:i + 7], "big"), int.from_bytes(head[i + 7:i + 9], "big")
+        i += 2 + length
+    return None
 
 
 def _decode(path: str | os.PathLike, what: str) -> np.ndarray:
