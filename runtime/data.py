@@ -257,7 +257,7 @@ def open_dataset(root: str | os.PathLike, split: str = "val", kind: str = "auto"
     if not items:
         layouts = LAYOUTS.values() if auto and kind == "folder" else [LAYOUTS[kind]]
         raise ToolkitError(f"no images found in {root} (kind {'auto -> ' if auto else ''}{kind}, split {split})",
-                           expected=" or ".join(x.format(split=split) for x in layouts),
+                           expected=" or ".join(x.replace("{split}", split) for x in layouts),
                            fix="check --data / --split")
     ds = Dataset(kind, root_path, split, [], on_error)
     ds.items = _select(ds, items, limit)
