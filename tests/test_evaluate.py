@@ -1,0 +1,125 @@
+"""runtime.evaluate as a CI gate: faithful artifact passes, damaged / NaN artifacts fail."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from runtime.errors import ToolkitError
+from runtime.evaluate import DEFAULT_MAX_DROP, main, parse_max_drop, train_to_label_ids
+from test_backends import VARIANT, export_onnx, synthetic_frame, variant_meta
+
+
+def write_png(path, array):
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array[:, :, ::-1] if array.ndim == 3 else array)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Seeded tiny model + checkpoint + faithful ONNX, and a 3-image Cityscapes-layout val split
+    whose ground truth is the reference's own tiled prediction (reference mIoU = 100%)."""
+    import torch
+
+    from models import create_model
+    from models.checkpoints import save_checkpoint
+    from runtime.backends import open_backend
+    from runtime.tiling import Tiler
+
+    torch.manual_seed(1)
+    model = create_model(VARIANT)
+    d = tmp_path_factory.mktemp("evaluate")
+    ckpt = save_checkpoint(d / "tiny.pth", model)
+    onnx_path = export_onnx(model, d / "tiny_64x128.onnx", variant_meta(model))
+    with open_backend(VARIANT, model=model) as ref:
+        for i in range(3):
+            img = synthetic_frame(96, 200, seed=i)
+            base = f"testcity_000000_{i:06d}"
+            write_png(d / "data/leftImg8bit/val/testcity" / f"{base}_leftImg8bit.png", img)
+            gt = train_to_label_ids(Tiler().labels(ref, img))
+            write_png(d / "data/gtFine/val/testcity" / f"{base}_gtFine_labelIds.png", gt)
+    return {"dir": d, "ckpt": str(ckpt), "onnx": onnx_path, "data": str(d / "data")}
+
+
+def damaged_copy(src, dst, how: str):
+    """A copy of ``src`` with the first Conv weight perturbed ('noise') or set to Inf ('inf')."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(src))
+    conv_w = next(n.input[1] for n in proto.graph.node if n.op_type == "Conv")
+    init = next(i for i in proto.graph.initializer if i.name == conv_w)
+    w = numpy_helper.to_array(init).copy()
+    if how == "noise":
+        w += np.random.default_rng(0).normal(0, 2 * w.std(), w.shape).astype(w.dtype)
+    else:
+        w[0] = np.inf
+    init.CopyFrom(numpy_helper.from_array(w, conv_w))
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def run(setup, artifacts, out, *extra):
+    argv = ["--data", setup["data"], "--reference", VARIANT, "--checkpoint", setup["ckpt"],
+            "--artifacts", *map(str, artifacts), "--out", str(out), *extra]
+    code = main(argv)
+    return code, json.loads((out / "evaluate.json").read_text())
+
+
+def test_faithful_artifact_passes(setup, capsys):
+    out = setup["dir"] / "ok"
+    code, report = run(setup, [setup["onnx"]], out, "--save-preds")
+    ref, cand = report["rows"]
+    assert code == 0 and report["passed"]
+    assert ref["miou"] == pytest.approx(1.0)      # ground truth = the reference's own prediction
+    assert cand["agreement"] >= 0.9999 and abs(cand["drop"]) <= DEFAULT_MAX_DROP["fp32"]
+    assert cand["passed"] is True and cand["precision"] == "fp32"
+    assert set(cand["per_class_iou"]) == set(report["class_names"])
+    md = (out / "evaluate.md").read_text().splitlines()
+    assert sum(line.startswith("| onnxruntime:tiny_64x128 | fp32 |") for line in md) == 1
+    assert "onnxruntime:tiny_64x128" in capsys.readouterr().out
+    preds = out / "preds" / "onnxruntime_tiny_64x128"
+    assert len(list(preds.glob("*_color.png"))) == 3 and len(list((preds / "disagreement").glob("*.png"))) == 3
+    import cv2
+    ids = cv2.imread(str(preds / "labelIds" / "testcity_000000_000000_labelIds.png"), cv2.IMREAD_UNCHANGED)
+    assert ids.shape == (96, 200) and set(np.unique(ids)) <= set(train_to_label_ids(np.arange(19)))
+
+
+def test_damaged_artifact_fails_the_gate(setup, capsys):
+    bad = damaged_copy(setup["onnx"], setup["dir"] / "tiny_damaged.onnx", "noise")
+    code, report = run(setup, [setup["onnx"], bad], setup["dir"] / "bad")
+    good_row, bad_row = report["rows"][1:]
+    assert code == 1 and not report["passed"]
+    assert good_row["passed"] is True
+    assert bad_row["passed"] is False and bad_row["drop"] > 1.0 and bad_row["agreement"] < 0.99
+    assert "FAIL" in capsys.readouterr().out
+    # a generous limit lets the same artifact through: the gate follows --max-drop
+    code, _ = run(setup, [bad], setup["dir"] / "bad2", "--max-drop", "fp32=100")
+    assert code == 0
+
+
+def test_nan_artifact_is_reported_not_scored(setup, capsys):
+    nan = damaged_copy(setup["onnx"], setup["dir"] / "tiny_inf.onnx", "inf")
+    code, report = run(setup, [nan], setup["dir"] / "nan")
+    row = report["rows"][1]
+    assert code == 1 and row["passed"] is False and "non-finite" in row["error"]
+    assert "NaN/Inf" in capsys.readouterr().out
+
+
+def test_max_drop_parsing():
+    assert parse_max_drop(None) == DEFAULT_MAX_DROP
+    limits = parse_max_drop("int8=0.3,fp16=0.2")
+    assert limits["int8"] == 0.3 and limits["fp16"] == 0.2 and limits["bf16"] == 0.2 and limits["fp32"] == 0.01
+    for bad in ("int4=1", "fp16", "fp16=-1", "fp16=x"):
+        with pytest.raises(ToolkitError, match="--max-drop"):
+            parse_max_drop(bad)
+
+
+def test_usage_errors_are_toolkit_errors(setup, tmp_path):
+    with pytest.raises(ToolkitError, match="cannot tell the backend"):
+        main(["--data", setup["data"], "--reference", VARIANT, "--artifacts", "model.pt", "--out", str(tmp_path)])
+    with pytest.raises(ToolkitError, match="did you mean"):
+        main(["--data", setup["data"], "--reference", "tiny_citiscapes", "--out", str(tmp_path)])
