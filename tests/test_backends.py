@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,31 +25,30 @@ def variant_meta(model, **changes) -> ArtifactMeta:
     return meta.replace(**changes)
 
 
-def export_onnx(model, path: Path, meta: ArtifactMeta | None, labels: bool = False) -> Path:
-    """FP32 ONNX at the variant's crop (TorchScript exporter, opset 17) with toolkit metadata."""
-    import onnx
-    import torch
+def export_onnx(checkpoint: Path, out_dir: Path, output: str = "logits") -> Path:
+    """The export helper's FP32 ONNX (static crop, opset 17, simplified, parity-checked, metadata)."""
+    from export.to_onnx import export_fp32, resolve_source
 
-    class WithArgmax(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m(x).argmax(1).to(torch.int32)
-
-    net = WithArgmax(model) if labels else model
-    crop = model.variant.crop
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # the TorchScript exporter is deprecated
-        torch.onnx.export(net.eval(), torch.zeros(1, 3, *crop), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"])
-    proto = onnx.load(str(path))
-    if meta is not None:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_KEY, meta.replace(output="labels" if labels else "logits").to_json()
-    onnx.save(proto, str(path))
+    path, _meta, _reused = export_fp32(resolve_source(VARIANT, str(checkpoint), False), out_dir,
+                                       output=output, log=lambda *a: None)
     return path
+
+
+def with_meta(src: Path, dst: Path, meta: ArtifactMeta | None) -> Path:
+    """A copy of ``src`` whose toolkit metadata is replaced by ``meta`` (None: removed)."""
+    import onnx
+
+    from export.to_onnx import write_meta
+
+    proto = onnx.load(str(src))
+    if meta is None:
+        kept = [p for p in proto.metadata_props if p.key != META_KEY]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(kept)
+    else:
+        write_meta(proto, meta)
+    onnx.save(proto, str(dst))
+    return dst
 
 
 def synthetic_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -74,9 +72,8 @@ def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
     ckpt = save_checkpoint(d / "tiny.pth", model)
     meta = variant_meta(model)
-    return {"model": model, "ckpt": ckpt, "dir": d,
-            "onnx": export_onnx(model, d / "tiny_64x128.onnx", meta),
-            "labels_onnx": export_onnx(model, d / "tiny_64x128_labels.onnx", meta, labels=True)}
+    return {"model": model, "ckpt": ckpt, "dir": d, "meta": meta,
+            "onnx": export_onnx(ckpt, d), "labels_onnx": export_onnx(ckpt, d / "labels", output="labels")}
 
 
 def tensorrt_skip_reason() -> str | None:
@@ -152,7 +149,7 @@ def test_backend_contract(kind, tiny):
 
 
 def test_pytorch_and_onnxruntime_agree_on_a_tiled_frame(tiny):
-    frame = synthetic_frame(200, 300)
+    frame = synthetic_frame(150, 260)
     tiler = Tiler()
     with open_backend(VARIANT, model=tiny["model"]) as ref, open_backend(tiny["onnx"]) as ort:
         a, b = tiler.logits(ref, frame), tiler.logits(ort, frame)
@@ -177,13 +174,12 @@ def test_labels_artifact_matches_logits_artifact(tiny):
 
 def test_onnx_metadata_mismatch_missing_and_corrupt(tiny):
     d = tiny["dir"]
-    wrong = export_onnx(tiny["model"], d / "wrong.onnx", variant_meta(tiny["model"], num_classes=20))
+    src, meta = tiny["onnx"], tiny["meta"]
     with pytest.raises(ToolkitError, match="class count"):
-        open_backend(wrong).__enter__()
-    wrong_crop = export_onnx(tiny["model"], d / "wrong_crop.onnx", variant_meta(tiny["model"], crop=(64, 64)))
+        open_backend(with_meta(src, d / "wrong.onnx", meta.replace(num_classes=20))).__enter__()
     with pytest.raises(ToolkitError, match="input shape"):
-        open_backend(wrong_crop).__enter__()
-    bare = export_onnx(tiny["model"], d / "bare.onnx", None)
+        open_backend(with_meta(src, d / "wrong_crop.onnx", meta.replace(crop=(64, 64)))).__enter__()
+    bare = with_meta(src, d / "bare.onnx", None)
     with pytest.raises(ToolkitError, match="metadata"):
         open_backend(bare).__enter__()
     cut = d / "cut.onnx"

@@ -8,7 +8,7 @@ import pytest
 
 from runtime.errors import ToolkitError
 from runtime.evaluate import DEFAULT_MAX_DROP, main, parse_max_drop, train_to_label_ids
-from test_backends import VARIANT, export_onnx, synthetic_frame, variant_meta
+from test_backends import VARIANT, export_onnx, synthetic_frame
 
 
 def write_png(path, array):
@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
     model = create_model(VARIANT)
     d = tmp_path_factory.mktemp("evaluate")
     ckpt = save_checkpoint(d / "tiny.pth", model)
-    onnx_path = export_onnx(model, d / "tiny_64x128.onnx", variant_meta(model))
+    onnx_path = export_onnx(ckpt, d)
     with open_backend(VARIANT, model=model) as ref:
         for i in range(3):
             img = synthetic_frame(96, 200, seed=i)
@@ -78,10 +78,12 @@ def test_faithful_artifact_passes(setup, capsys):
     assert cand["agreement"] >= 0.9999 and abs(cand["drop"]) <= DEFAULT_MAX_DROP["fp32"]
     assert cand["passed"] is True and cand["precision"] == "fp32"
     assert set(cand["per_class_iou"]) == set(report["class_names"])
+    label = "onnxruntime:" + setup["onnx"].stem
+    assert cand["label"] == label
     md = (out / "evaluate.md").read_text().splitlines()
-    assert sum(line.startswith("| onnxruntime:tiny_64x128 | fp32 |") for line in md) == 1
-    assert "onnxruntime:tiny_64x128" in capsys.readouterr().out
-    preds = out / "preds" / "onnxruntime_tiny_64x128"
+    assert sum(line.startswith(f"| {label} | fp32 |") for line in md) == 1
+    assert label in capsys.readouterr().out
+    preds = out / "preds" / label.replace(":", "_")
     assert len(list(preds.glob("*_color.png"))) == 3 and len(list((preds / "disagreement").glob("*.png"))) == 3
     import cv2
     ids = cv2.imread(str(preds / "labelIds" / "testcity_000000_000000_labelIds.png"), cv2.IMREAD_UNCHANGED)
