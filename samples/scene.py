@@ -7,7 +7,7 @@ size, and a moving camera (``Camera.z``) gives a smooth drive for the video.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -192,7 +192,6 @@ class World:
     look: Look
     seed: int
     cam_speed: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def at(self, t: float) -> "World":
         """The world ``t`` seconds later: camera, cars and pedestrians moved along Z."""
