@@ -1,0 +1,490 @@
+"""Train a NonLocalNet variant with the published recipe (single process, or multi-process via torchrun).
+
+    python -m models.train --model r18os8_cityscapes --data data/cityscapes --out runs/r18
+    torchrun --nproc_per_node 4 -m models.train --model r50os8_cityscapes --data data/cityscapes
+    python -m models.train --model r18os8_cityscapes --data data/synth_cityscapes --preset synthetic
+
+Recipe (the defaults): SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly power 0.9 per iteration
+down to 1e-4, no warm-up; cross-entropy (ignore 255) on logits at the crop size + 0.4 x auxiliary;
+augmentation in :mod:`models.transforms`. ``--preset synthetic`` only changes defaults (explicit
+flags win) to the settings measured for the procedurally generated sample set on a 2-core CPU.
+
+Outputs in ``--out``: ``latest.pth`` (every ``--save-every`` iterations, on Ctrl-C and at the end),
+``best.pth`` (best validation mIoU), ``log.jsonl``. Checkpoints are ``{'model': state_dict,
+'optimizer', 'cur_iter', 'miou', ...}``, loadable by ``create_model(name, checkpoint=PATH)``;
+``--resume`` continues exactly (weights, optimizer, iteration, data order, RNG).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from models.checkpoints import load_checkpoint, read_state_dict, save_checkpoint
+from models.transforms import TrainTransform
+from models.zoo import get_variant
+from runtime.cli import parse_hw, run_cli
+from runtime.errors import ToolkitError
+from runtime.fileio import atomic_open, ensure_writable_dir
+
+RECIPE = dict(crop=None, base_size=None, iters=80000, batch_size=8, lr=0.01, min_lr=1e-4, momentum=0.9,
+              weight_decay=5e-4, power=0.9, aux_weight=0.4, amp="auto", workers=4, val_every=4000,
+              save_every=4000)
+# Measured on a 2-core CPU (AMX bf16) for `python -m samples.generate` frames (256x512): see README.
+PRESETS = {"synthetic": dict(crop="256x256", base_size="512x256", iters=1300, batch_size=4, lr=0.02,
+                             amp="auto", workers=1, val_every=250, save_every=250)}
+
+
+@dataclass
+class Runtime:
+    """Where this process runs: rank, world size, device, autocast dtype."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    amp: torch.dtype | None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="variant name, e.g. r18os8_cityscapes")
+    p.add_argument("--data", required=True, help="dataset root (train + val splits)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="defaults for a known setting (flags win)")
+    p.add_argument("--crop", help="train crop HxW (default: the variant's, e.g. 512x1024)")
+    p.add_argument("--base-size", help="resize target WxH before the 0.5-2.0 rescale (default: dataset's)")
+    for flag, kind in (("iters", int), ("batch-size", int), ("lr", float), ("min-lr", float),
+                       ("momentum", float), ("weight-decay", float), ("power", float),
+                       ("aux-weight", float), ("workers", int), ("val-every", int), ("save-every", int)):
+        p.add_argument(f"--{flag}", type=kind, help=f"default {RECIPE[flag.replace('-', '_')]}")
+    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
+                   help="autocast: auto = bf16 on CUDA with bf16 / CPUs with AMX, fp16 on older GPUs")
+    p.add_argument("--out", default=None, help="run directory (default runs/<model>)")
+    p.add_argument("--resume", nargs="?", const="", default=None,
+                   help="continue from a checkpoint (default <out>/latest.pth)")
+    p.add_argument("--checkpoint", help="initial weights (a file, or 'pretrained')")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="use only the first N train (and val) images")
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this much training time")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process (default cores/processes)")
+    p.add_argument("--log-every", type=int, default=10)
+    args = p.parse_args(argv)
+    preset = PRESETS.get(args.preset, {})
+    for key, default in RECIPE.items():
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, default))
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """User errors in numeric flags, before any work starts."""
+    for key in ("iters", "batch_size"):
+        if getattr(args, key) < 1:
+            raise ToolkitError(f"--{key.replace('_', '-')} must be >= 1", found=str(getattr(args, key)))
+    for key in ("val_every", "save_every", "workers"):
+        if getattr(args, key) < 0:
+            raise ToolkitError(f"--{key.replace('_', '-')} must be >= 0", found=str(getattr(args, key)))
+    if args.crop:
+        parse_hw(args.crop)
+    if args.base_size:
+        parse_hw(args.base_size, "--base-size")
+    if not 0.0 < args.lr or args.min_lr < 0 or args.min_lr > args.lr:
+        raise ToolkitError("learning rates must satisfy 0 <= --min-lr <= --lr and --lr > 0",
+                           found=f"lr {args.lr}, min-lr {args.min_lr}")
+
+
+def setup_runtime(args: argparse.Namespace) -> Runtime:
+    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK; nccl on CUDA, gloo on CPU; pick the autocast dtype."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if not cuda:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world))
+    return Runtime(rank, world, local_rank, device, amp_dtype(args.amp, device))
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 where the hardware runs it fast (CUDA with bf16, CPU with AMX), fp16 on older GPUs."""
+    if mode == "off":
+        return None
+    if mode == "bf16":
+        return torch.bfloat16
+    if mode == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return torch.bfloat16 if amx is not None and amx() else None
+
+
+def poly_lr(base: float, it: int, total: int, power: float = 0.9, min_lr: float = 1e-4) -> float:
+    """mmseg poly schedule: (base - min) * (1 - it/total)^power + min, per iteration, no warm-up."""
+    return (base - min_lr) * (1.0 - min(it, total) / total) ** power + min_lr
+
+
+class TrainSet(torch.utils.data.Dataset):
+    """Wraps a :mod:`runtime.data` dataset; item key (index, draw) seeds that sample's augmentation."""
+
+    def __init__(self, dataset: Any, transform: TrainTransform, seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, draw = key
+        sample = self.dataset[index]
+        if sample.label is None:
+            raise ToolkitError(f"training image {sample.image_path} has no label",
+                               fix="train on a dataset with ground truth (--data with gtFine / labels)")
+        image, label = self.transform(sample.image, sample.label, np.random.default_rng([self.seed, draw]))
+        return torch.from_numpy(image), torch.from_numpy(label.astype(np.int64))
+
+
+class IterationSampler(torch.utils.data.Sampler):
+    """Batches for iterations [start, total): per-epoch permutations, sharded over ranks like
+    DistributedSampler. Global draw d = it * batch * world + rank * batch + j, so the data order
+    depends only on (seed, iteration) and a resumed run sees exactly the samples it would have seen."""
+
+    def __init__(self, n: int, batch: int, rank: int, world: int, seed: int, start: int, total: int) -> None:
+        self.n, self.batch, self.rank, self.world = n, batch, rank, world
+        self.seed, self.start, self.total = seed, start, total
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+    def _index(self, draw: int) -> int:
+        epoch, pos = divmod(draw, self.n)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, 1 << 20, epoch]).permutation(self.n))
+        return int(self._perm[1][pos])
+
+    def __iter__(self):
+        for it in range(self.start, self.total):
+            first = (it * self.world + self.rank) * self.batch
+            yield [(self._index(d), d) for d in range(first, first + self.batch)]
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is handled by the main process (StopFlag)
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def build_loader(args: argparse.Namespace, rt: Runtime, variant: Any, start: int) -> torch.utils.data.DataLoader:
+    from runtime.data import open_dataset
+
+    ds = open_dataset(args.data, split="train", limit=args.limit)
+    if len(ds) == 0:
+        raise ToolkitError(f"no training images under {args.data}", fix="check --data (train split)")
+    info = variant.dataset
+    crop = parse_hw(args.crop) if args.crop else variant.crop
+    base = parse_hw(args.base_size, "--base-size")[::-1] if args.base_size else info.base_size
+    transform = TrainTransform(crop=crop, base_size=base, mean=info.mean, std=info.std,
+                               ignore_index=info.ignore_index)
+    sampler = IterationSampler(len(ds), args.batch_size, rt.rank, rt.world, args.seed, start, args.iters)
+    return torch.utils.data.DataLoader(TrainSet(ds, transform, args.seed), batch_sampler=sampler,
+                                       num_workers=args.workers, worker_init_fn=_worker_init,
+                                       pin_memory=rt.device.type == "cuda", persistent_workers=False)
+
+
+def build_model(args: argparse.Namespace, rt: Runtime) -> tuple[torch.nn.Module, torch.nn.Module, str]:
+    """(model to train, unwrapped model, note on BatchNorm). DDP + SyncBatchNorm on CUDA only."""
+    from models import create_model
+
+    torch.manual_seed(args.seed)
+    init = args.checkpoint if args.checkpoint and args.resume is None else None
+    model = create_model(args.model, checkpoint=init).to(rt.device).train()
+    note = "BatchNorm"
+    if rt.world > 1 and rt.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        note = "SyncBatchNorm"
+    elif rt.world > 1:
+        # PyTorch's SyncBatchNorm raises for CPU tensors ("expected input tensor to be on GPU"), so
+        # CPU/gloo runs keep per-process BatchNorm statistics (gradients are still all-reduced).
+        note = "BatchNorm (per process: SyncBatchNorm does not support CPU tensors)"
+    inner = model
+    if rt.world > 1:
+        ids = [rt.local_rank] if rt.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model, inner, note
+
+
+def train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], optimizer: torch.optim.Optimizer,
+               scaler: Any, rt: Runtime, aux_weight: float, ignore_index: int) -> float:
+    """One SGD step: CE(out) + aux_weight * CE(aux), logits at the crop size. Returns the loss."""
+    image = batch[0].to(rt.device, non_blocking=True)
+    label = batch[1].to(rt.device, non_blocking=True)
+    with torch.autocast(rt.device.type, dtype=rt.amp or torch.float32, enabled=rt.amp is not None):
+        outputs = model(image)
+    loss = F.cross_entropy(outputs["out"].float(), label, ignore_index=ignore_index)
+    loss = loss + aux_weight * F.cross_entropy(outputs["aux"].float(), label, ignore_index=ignore_index)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, val_ds: Any, variant: Any, rt: Runtime) -> dict:
+    """Whole-image inference on the val split (this rank's share), one confusion matrix over all ranks."""
+    from runtime.metrics import ConfusionMeter
+    from runtime.preprocess import normalize
+
+    info = variant.dataset
+    meter = ConfusionMeter(variant.num_classes, info.ignore_index)
+    was_training = model.training
+    model.eval()
+    for i in range(rt.rank, len(val_ds), rt.world):
+        sample = val_ds[i]
+        x = torch.from_numpy(normalize(sample.image, info.mean, info.std))[None].to(rt.device)
+        with torch.autocast(rt.device.type, dtype=rt.amp or torch.float32, enabled=rt.amp is not None):
+            logits = model(x)
+        meter.update(logits.argmax(1)[0].to(torch.uint8).cpu().numpy(), sample.label)
+    model.train(was_training)
+    if rt.world > 1:
+        total = torch.from_numpy(meter.matrix).to(rt.device)
+        dist.all_reduce(total)
+        meter.matrix[:] = total.cpu().numpy()
+    return meter.summary(info.class_names)
+
+
+class StopFlag:
+    """First Ctrl-C / SIGTERM: finish the current iteration, save, exit. Second Ctrl-C: abort now."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def agreed(self, rt: Runtime) -> bool:
+        """All ranks stop at the same iteration (otherwise one would wait in all-reduce forever)."""
+        if rt.world == 1:
+            return self.set
+        flag = torch.tensor([1.0 if self.set else 0.0], device=rt.device)
+        dist.all_reduce(flag)
+        return bool(flag.item() > 0)
+
+
+def checkpoint_extra(args: argparse.Namespace, optimizer: torch.optim.Optimizer, scaler: Any, it: int,
+                     miou: float | None, best: float | None) -> dict:
+    """Everything besides the weights that an exact resume needs (plain types: weights_only loadable)."""
+    extra = dict(optimizer=optimizer.state_dict(), cur_iter=it, miou=miou, best_miou=best,
+                 variant=args.model, torch_rng=torch.get_rng_state(),
+                 args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, type(None)))})
+    if torch.cuda.is_available():
+        extra["cuda_rng"] = torch.cuda.get_rng_state()
+    if scaler is not None:
+        extra["scaler"] = scaler.state_dict()
+    return extra
+
+
+def load_resume(path: Path, inner: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+                model_name: str) -> dict:
+    """Restore weights, optimizer and scaler; returns the checkpoint (cur_iter, RNG states, best_miou)."""
+    if not path.is_file():
+        raise ToolkitError(f"--resume checkpoint not found: {path}", fix="pass the path of a latest.pth")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if "optimizer" not in ckpt or "cur_iter" not in ckpt:
+        raise ToolkitError(f"{path} is a weights-only checkpoint and cannot be resumed",
+                           expected="a training checkpoint with 'optimizer' and 'cur_iter'",
+                           fix="use --checkpoint to start from these weights instead")
+    if ckpt.get("variant") not in (None, model_name):
+        raise ToolkitError(f"{path} was trained as {ckpt['variant']}", found=f"--model {model_name}")
+    load_checkpoint(inner, read_state_dict(ckpt))
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and "scaler" in ckpt:
+        scaler.load_state_dict(ckpt["scaler"])
+    return ckpt
+
+
+class RunLog:
+    """log.jsonl lines + console output, rank 0 only."""
+
+    def __init__(self, out: Path | None) -> None:
+        self.path = out / "log.jsonl" if out else None
+
+    def write(self, record: dict, echo: bool = False) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if echo:
+            from tqdm import tqdm
+
+            tqdm.write(json.dumps({k: v for k, v in record.items() if k != "per_class_iou"}))
+
+
+class Trainer:
+    """Owns model, optimizer, data and outputs for one run; :meth:`run` is the loop."""
+
+    def __init__(self, args: argparse.Namespace, rt: Runtime) -> None:
+        self.args, self.rt = args, rt
+        self.variant = get_variant(args.model)
+        self.out = Path(args.out or f"runs/{args.model}")
+        if rt.main:
+            ensure_writable_dir(self.out)
+        self.log = RunLog(self.out if rt.main else None)
+        self.model, self.inner, self.bn_note = build_model(args, rt)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
+                                         weight_decay=args.weight_decay)
+        self.scaler = torch.amp.GradScaler(rt.device.type) if rt.amp == torch.float16 else None
+        self.start, self.best, self.last_miou, ckpt = 0, None, None, None
+        if args.resume is not None:
+            path = Path(args.resume) if args.resume else self.out / "latest.pth"
+            ckpt = load_resume(path, self.inner, self.optimizer, self.scaler, args.model)
+            self.start, self.best = int(ckpt["cur_iter"]), ckpt.get("best_miou")
+            self.last_miou = ckpt.get("miou")
+        self.val_ds = self._open_val() if args.val_every else None
+        self.loader_iter = iter(build_loader(args, rt, self.variant, self.start))
+        if ckpt is not None:   # after the loader iterator took its seed, as in the uninterrupted run
+            torch.set_rng_state(ckpt["torch_rng"])
+            if "cuda_rng" in ckpt and torch.cuda.is_available():
+                torch.cuda.set_rng_state(ckpt["cuda_rng"])
+
+    def _open_val(self) -> Any:
+        from runtime.data import open_dataset
+
+        try:
+            return open_dataset(self.args.data, split="val", limit=self.args.limit)
+        except ToolkitError as exc:
+            raise ToolkitError(f"cannot open the val split for validation: {exc.message}",
+                               fix="add a val split or pass --val-every 0") from None
+
+    def save(self, name: str, it: int, full: bool = True) -> None:
+        if not self.rt.main:
+            return
+        extra = checkpoint_extra(self.args, self.optimizer, self.scaler, it, self.last_miou, self.best)
+        if not full:   # best.pth: weights + facts, no optimizer/RNG (a deployable file)
+            extra = {k: extra[k] for k in ("cur_iter", "miou", "best_miou", "variant", "args")}
+        save_checkpoint(self.out / name, self.inner, **extra)
+
+    def validate(self, it: int) -> float:
+        summary = validate(self.inner, self.val_ds, self.variant, self.rt)
+        self.last_miou = summary["miou"]
+        improved = self.last_miou is not None and (self.best is None or self.last_miou > self.best)
+        if improved:
+            self.best = self.last_miou
+            self.save("best.pth", it, full=False)
+        if self.rt.main:
+            self.log.write({"iter": it, "val": True, **summary, "best_miou": self.best}, echo=True)
+        return self.last_miou
+
+    def _stop_now(self, stop: StopFlag, started: float) -> bool:
+        over = self.args.max_minutes is not None and time.time() - started > 60 * self.args.max_minutes
+        stop.set = stop.set or over
+        return stop.agreed(self.rt)
+
+    def run(self) -> int:
+        """Train from ``self.start`` to ``--iters``; returns the last completed iteration."""
+        from tqdm import tqdm
+
+        a, rt = self.args, self.rt
+        info = self.variant.dataset
+        if rt.main:
+            self.log.write({"start": self.start, "iters": a.iters, "world": rt.world, "device": str(rt.device),
+                            "amp": str(rt.amp), "norm": self.bn_note, "args": vars(a)}, echo=True)
+        started, it, recent = time.time(), self.start, []
+        bar = tqdm(total=a.iters, initial=it, disable=None if rt.main else True, dynamic_ncols=True)
+        with StopFlag() as stop, bar:
+            for batch in self.loader_iter:
+                lr = poly_lr(a.lr, it, a.iters, a.power, a.min_lr)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss = train_step(self.model, batch, self.optimizer, self.scaler, rt, a.aux_weight,
+                                  info.ignore_index)
+                if not math.isfinite(loss):
+                    raise ToolkitError(f"training loss became {loss} at iteration {it + 1}",
+                                       fix="lower --lr or use --amp off")
+                it += 1
+                recent.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+                if rt.main and (it % a.log_every == 0 or it == a.iters):
+                    self.log.write({"iter": it, "loss": float(np.mean(recent)), "lr": lr,
+                                    "elapsed_s": round(time.time() - started, 1)})
+                    recent = []
+                if a.save_every and it % a.save_every == 0:
+                    self.save("latest.pth", it)
+                if a.val_every and it % a.val_every == 0:
+                    self.validate(it)
+                if it < a.iters and self._stop_now(stop, started):
+                    break
+        self._finish(it, started)
+        return it
+
+    def _finish(self, it: int, started: float) -> None:
+        a = self.args
+        if a.val_every and it % a.val_every != 0 and it > self.start:
+            self.validate(it)
+        if not (a.save_every and it % a.save_every == 0) or it == self.start:
+            self.save("latest.pth", it)
+        if self.rt.main:
+            minutes = (time.time() - started) / 60
+            self.log.write({"end": it, "minutes": round(minutes, 2), "best_miou": self.best}, echo=True)
+            where = f"{self.out / 'latest.pth'}" + (f", best {self.best:.4f} in {self.out / 'best.pth'}"
+                                                    if self.best is not None else "")
+            print(f"stopped at iteration {it}/{a.iters} after {minutes:.1f} min; saved {where}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_args(args)
+    get_variant(args.model)
+    rt = setup_runtime(args)
+    try:
+        Trainer(args, rt).run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
