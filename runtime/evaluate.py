@@ -160,6 +160,7 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
     if dataset[0].label is None:
         raise ToolkitError(f"{data} has no ground-truth labels", expected="a Cityscapes/VOC/ADE20k layout",
                            fix="evaluate needs labels; generate a set with `python -m samples.generate`")
+    _check_dataset(dataset, reference, data)
     tiler = Tiler(crop=None, stride=stride, mode=mode)
     ref_backend = open_backend(reference, backend="torch", checkpoint=checkpoint, crop=crop, device=device)
     refs: list = []
@@ -186,6 +187,16 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
             "stride": list(stride) if stride else "default", "max_drop": limits, "rows": rows,
             "notes": notes, "class_names": list(dataset.class_names), "seconds": time.perf_counter() - t0,
             "passed": all(r.get("passed") is not False for r in rows[1:])}
+
+
+def _check_dataset(dataset: Any, reference: str, data: str) -> None:
+    from models.zoo import get_variant
+
+    variant = get_variant(reference)
+    if dataset.num_classes != variant.num_classes:
+        raise ToolkitError(f"{data} is a {dataset.kind} set with {dataset.num_classes} classes, "
+                           f"but {reference} predicts {variant.num_classes}",
+                           fix="evaluate a model trained on this dataset, or pass the matching --data")
 
 
 def _dataset_name(reference: str) -> str:
