@@ -322,7 +322,7 @@ def _rss_mb() -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="RSS read from /proc (Linux only)")
 def test_soak_2000_frames_memory_flat(tmp_path, monkeypatch, capsys):
-    video = write_frames(tmp_path / "soak.mp4", 2000, size=(48, 96))
+    video = write_frames(tmp_path / "soak.mp4", 2000, size=(64, 128))
     rss: dict[int, float] = {}
 
     class Probe(demo.Renderer):
@@ -333,9 +333,7 @@ def test_soak_2000_frames_memory_flat(tmp_path, monkeypatch, capsys):
             return keep
 
     monkeypatch.setattr(demo, "Renderer", Probe)
-    small = FakeBackend()
-    small.input_shape = (1, 3, 48, 96)
-    code = cli([video, "--model", "f", "--output", tmp_path / "soak_out.mp4", "--legend", "--mode", "resize"],
-               monkeypatch, small)
+    code = cli([video, "--model", "f", "--output", tmp_path / "soak_out.mp4", "--legend"],
+               monkeypatch, FakeBackend())
     assert code == 0 and "summary: 2000 frames" in capsys.readouterr().out
     assert rss[2000] - rss[200] < 20, rss
