@@ -1,0 +1,134 @@
+"""Small ONNX graph helpers shared by the INT8 (calibration/) and FP16 (export/precision) steps.
+
+The one domain fact here: the non-local block's affinity is ``MatMul -> (Mul|Div|Add)* -> Softmax
+-> MatMul``. Both precision steps keep that chain out of reduced precision by default (FP16
+overflow / INT8 saturation of the affinity logits are the classic failure modes of attention).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+ATTENTION = "attention"      # symbolic keep entry: the non-local affinity chain
+HEAD = "head"                # symbolic keep entry: the last Conv (classifier) and what follows it
+SCALE_OPS = ("Mul", "Div", "Add", "Sub", "Cast")
+DEFAULT_KEEP = (ATTENTION,)                 # FP16: the affinity stays FP32
+DEFAULT_KEEP_INT8 = (ATTENTION, HEAD)       # INT8: the affinity and the logits head stay float
+
+
+def producers(graph) -> dict[str, object]:
+    """tensor name -> node producing it."""
+    return {out: node for node in graph.node for out in node.output}
+
+
+def consumers(graph) -> dict[str, list]:
+    """tensor name -> nodes consuming it."""
+    table: dict[str, list] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                table[name].append(node)
+    return table
+
+
+def name_nodes(graph, prefix: str = "node") -> None:
+    """Give every unnamed node a unique name (quantizers and precision lists address nodes by name)."""
+    used = {n.name for n in graph.node if n.name}
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            name = f"{prefix}_{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+
+
+def attention_nodes(graph) -> list[str]:
+    """Names of the affinity chain nodes of every Softmax: the MatMul feeding it (through scale ops),
+    the scale ops, the Softmax and the MatMul(s) consuming its output."""
+    prod, cons = producers(graph), consumers(graph)
+    found: list[str] = []
+    for node in graph.node:
+        if node.op_type != "Softmax":
+            continue
+        chain = [node]
+        cur = prod.get(node.input[0])
+        while cur is not None and cur.op_type in SCALE_OPS:
+            chain.append(cur)
+            cur = prod.get(cur.input[0])
+        if cur is not None and cur.op_type == "MatMul":
+            chain.append(cur)
+        frontier = list(node.output)
+        while frontier:
+            for user in cons.get(frontier.pop(), []):
+                if user.op_type == "Cast":
+                    chain.append(user)
+                    frontier.extend(user.output)
+                elif user.op_type == "MatMul":
+                    chain.append(user)
+        found.extend(n.name for n in chain if n.name not in found)
+    return found
+
+
+def head_nodes(graph) -> list[str]:
+    """The classifier head: walking back from each graph output, every node up to and including
+    the first Conv (e.g. Conv -> Resize [-> ArgMax -> Cast]). Keeping it float keeps the logits
+    at full resolution (an 8-bit logit map creates argmax ties)."""
+    prod = producers(graph)
+    found: list[str] = []
+    frontier = [o.name for o in graph.output]
+    while frontier:
+        node = prod.get(frontier.pop())
+        if node is None or node.name in found:
+            continue
+        found.append(node.name)
+        if node.op_type != "Conv":
+            frontier.extend(i for i in node.input[:1] if i)
+    return found
+
+
+def select_nodes(graph, keep: Iterable[str]) -> list[str]:
+    """Resolve a keep list into node names: "attention", "head", op types or node names.
+
+    An entry that matches nothing is an error the caller reports (a typo must not pass silently).
+    """
+    from runtime.errors import ToolkitError
+
+    names = {n.name for n in graph.node}
+    op_types = {n.op_type for n in graph.node}
+    selected: list[str] = []
+    for item in keep:
+        if item == ATTENTION:
+            hits = attention_nodes(graph)
+        elif item == HEAD:
+            hits = head_nodes(graph)
+        elif item in op_types:
+            hits = [n.name for n in graph.node if n.op_type == item]
+        elif item in names:
+            hits = [item]
+        else:
+            hits = []
+        if not hits:
+            import difflib
+            close = difflib.get_close_matches(item, sorted(op_types | names | {ATTENTION, HEAD}), n=2)
+            raise ToolkitError(f"--keep entry {item!r} matches no node of the graph",
+                               expected="'attention', 'head', an op type (e.g. Softmax) or a node name",
+                               fix=f"did you mean {' or '.join(close)}?" if close else None)
+        selected.extend(h for h in hits if h not in selected)
+    return selected
+
+
+def op_counts(graph) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for node in graph.node:
+        counts[node.op_type] += 1
+    return dict(counts)
+
+
+def parse_keep(text: str | Sequence[str] | None, default: Sequence[str] = DEFAULT_KEEP) -> tuple[str, ...]:
+    """``"attention,Resize"`` -> ("attention", "Resize"); ``"none"`` or "" -> (); None -> default."""
+    if text is None:
+        return tuple(default)
+    items = text.split(",") if isinstance(text, str) else list(text)
+    items = [i.strip() for i in items if i.strip()]
+    return () if items in ([], ["none"]) else tuple(items)
