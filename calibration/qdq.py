@@ -1,0 +1,209 @@
+"""INT8 Q/DQ ONNX from an FP32 ONNX and a calibration set (ONNX Runtime's quantize_static).
+
+Two layouts, one per target (spec/tensorrt.md):
+
+* ``trt``: what TensorRT (8.5 .. 11) builds INT8 engines from: symmetric INT8 activations and
+  weights (all zero points 0), per-channel weight scales (Conv axis 0), Q/DQ on the inputs of
+  Conv/MatMul/Gemm only, bias left in float, opset >= 13.
+* ``ort``: what ONNX Runtime's CPU provider fuses into integer kernels (QLinearConv etc.): U8S8,
+  i.e. asymmetric UINT8 activations with Q/DQ around inputs *and* outputs, per-channel INT8
+  weights, INT32 bias.
+
+The activation ranges are computed once per (FP32 model, calibration set, method) with ORT's
+calibrators, one tile at a time (bounded memory, a progress bar), cached as JSON next to the
+artifacts (atomic write) and shared by both layouts. Nodes kept out of INT8 default to the
+non-local affinity chain (MatMul -> Mul -> Softmax -> MatMul).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from calibration.graph import DEFAULT_KEEP_INT8, name_nodes, select_nodes
+from runtime.errors import ToolkitError
+from runtime.fileio import atomic_path
+
+METHODS = ("entropy", "max", "percentile")
+LAYOUTS = ("trt", "ort")
+PERCENTILES = (99.99, 99.999)
+TRT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+ENTROPY_BINS = 512          # ORT's default of 128 leaves the KL search a single candidate
+
+
+def trt_extra_options(op_types: Sequence[str]) -> dict[str, Any]:
+    """The quantize_static options of the TensorRT layout (spec/tensorrt.md, verbatim)."""
+    return {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+            "AddQDQPairToWeight": True, "DedicatedQDQPair": False,
+            "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
+            "OpTypesToExcludeOutputQuantization": list(op_types), "ForceQuantizeNoInputCheck": True,
+            "QDQDisableWeightAdjustForInt32Bias": True}
+
+
+def ort_extra_options() -> dict[str, Any]:
+    """U8S8 Q/DQ that ORT's CPU provider fuses (QLinearConv, QLinearAdd, ...)."""
+    return {"ActivationSymmetric": False, "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True}
+
+
+def calibration_method(method: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+             "percentile": CalibrationMethod.Percentile}
+    if method not in table:
+        raise ToolkitError(f"unknown calibration method {method!r}", expected=", ".join(METHODS))
+    return table[method]
+
+
+def parse_method(text: str) -> tuple[str, float | None]:
+    """``entropy`` | ``max`` | ``percentile`` (99.99) | ``percentile-99.999`` -> (method, percentile)."""
+    name, _, pct = text.partition("-")
+    calibration_method(name)
+    if name != "percentile":
+        if pct:
+            raise ToolkitError(f"calibration method {text!r} takes no value", expected=", ".join(METHODS))
+        return name, None
+    value = float(pct) if pct.replace(".", "", 1).isdigit() else (PERCENTILES[0] if not pct else -1.0)
+    if value not in PERCENTILES:
+        raise ToolkitError(f"unsupported percentile in {text!r}",
+                           expected="percentile, percentile-99.99 or percentile-99.999")
+    return name, value
+
+
+def preprocess(fp32_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
+    """ORT's quantization pre-processing (shape inference + basic graph clean-up), nodes named."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
+    model = onnx.load(str(out_path))
+    name_nodes(model.graph, "q")
+    onnx.save(model, str(out_path))
+
+
+class TileReader:
+    """``CalibrationDataReader`` over a calibration set (ORT's interface: get_next/rewind)."""
+
+    def __init__(self, calib: Any, input_name: str, batch: int = 1) -> None:
+        self.calib, self.input_name, self.batch = calib, input_name, batch
+        self._it: Any = None
+        self.rewind()
+
+    def rewind(self) -> None:
+        self._it = iter(self.calib.batches(self.batch))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def __len__(self) -> int:
+        return -(-len(self.calib) // self.batch)
+
+
+class _One:
+    """A reader holding exactly one batch (so ORT processes, then frees, one tile at a time)."""
+
+    def __init__(self, feed: dict[str, np.ndarray]) -> None:
+        self.feed: dict[str, np.ndarray] | None = feed
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        feed, self.feed = self.feed, None
+        return feed
+
+
+def compute_ranges(model_path: Path, calib: Any, method: str, percentile: float | None,
+                   cache_path: Path, batch: int = 1, progress: bool = True) -> bool:
+    """Calibrate ``model_path`` on ``calib`` and write the ranges JSON; False if it was cached."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from tqdm import tqdm
+
+    if cache_path.is_file():
+        return False
+    options: dict[str, Any] = {"num_bins": ENTROPY_BINS} if method == "entropy" else {}
+    if method == "percentile":
+        options = {"num_bins": 2048, "percentile": percentile, "symmetric": False}
+    input_name = _input_name(model_path)
+    with tempfile.TemporaryDirectory(prefix="calib.") as tmp:
+        calibrator = create_calibrator(model_path, None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                                       calibrate_method=calibration_method(method), extra_options=options)
+        reader = TileReader(calib, input_name, batch)
+        for _ in tqdm(range(len(reader)), desc=f"calibrating ({method})", unit="batch",
+                      disable=not progress or None):
+            calibrator.collect_data(_One(reader.get_next()))
+        ranges = calibrator.compute_data()
+        del calibrator
+    with atomic_path(cache_path) as tmp_path:
+        save_tensors_data(ranges, tmp_path)
+    return True
+
+
+def _input_name(model_path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(model_path), load_external_data=False).graph.input[0].name
+
+
+def excluded_nodes(model_path: Path, keep: Iterable[str]) -> list[str]:
+    """Node names to leave in float: ``keep`` entries are "attention", op types or node names."""
+    import onnx
+
+    keep = list(keep)
+    return select_nodes(onnx.load(str(model_path)).graph, keep) if keep else []
+
+
+def quantize(pre_path: Path, ranges_path: Path, out_path: Path, layout: str, method: str,
+             keep: Iterable[str] = DEFAULT_KEEP_INT8, calib: Any = None) -> list[str]:
+    """Write the Q/DQ model of ``layout`` to ``out_path``; returns the node names kept in float."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    if layout not in LAYOUTS:
+        raise ToolkitError(f"unknown INT8 layout {layout!r}", expected=", ".join(LAYOUTS))
+    excluded = excluded_nodes(pre_path, keep)
+    if layout == "trt":
+        kwargs = dict(op_types_to_quantize=list(TRT_OP_TYPES), activation_type=QuantType.QInt8,
+                      extra_options=trt_extra_options(TRT_OP_TYPES))
+    else:
+        kwargs = dict(activation_type=QuantType.QUInt8, extra_options=ort_extra_options())
+    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        kwargs["calibration_cache_path"] = str(ranges_path)
+    elif calib is not None:   # older ONNX Runtime: no range cache, calibrate again
+        kwargs["calibration_data_reader"] = TileReader(calib, _input_name(pre_path))
+    else:
+        raise ToolkitError("this ONNX Runtime cannot reuse calibration ranges",
+                           fix="pip install -U onnxruntime (>= 1.32), or pass the calibration set")
+    quantize_static(str(pre_path), str(out_path), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                    calibrate_method=calibration_method(method), **kwargs)
+    return excluded
+
+
+def fused_ops(path: str | os.PathLike, threads: int | None = None) -> dict[str, int]:
+    """Op-type counts of the graph ONNX Runtime actually runs (after ORT_ENABLE_ALL optimisation)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="ortopt.") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        if threads:
+            opts.intra_op_num_threads = threads
+        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        model = onnx.load(opts.optimized_model_filepath)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+INTEGER_KERNELS = ("QLinearConv", "ConvInteger", "NhwcQLinearConv", "QLinearMatMul", "MatMulInteger",
+                   "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+
+
+def integer_kernel_count(counts: dict[str, int]) -> int:
+    """How many fused integer convolution / matmul kernels an optimised graph holds."""
+    return sum(v for k, v in counts.items() if k in INTEGER_KERNELS)
