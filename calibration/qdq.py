@@ -16,8 +16,11 @@ non-local affinity chain (MatMul -> Mul -> Softmax -> MatMul).
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -131,10 +134,11 @@ def compute_ranges(model_path: Path, calib: Any, method: str, percentile: float 
         calibrator = create_calibrator(model_path, None, augmented_model_path=str(Path(tmp) / "aug.onnx"),
                                        calibrate_method=calibration_method(method), extra_options=options)
         reader = TileReader(calib, input_name, batch)
-        for _ in tqdm(range(len(reader)), desc=f"calibrating ({method})", unit="batch",
-                      disable=not progress or None):
-            calibrator.collect_data(_One(reader.get_next()))
-        ranges = calibrator.compute_data()
+        with contextlib.redirect_stdout(io.StringIO()):   # ORT prints a line per collect call
+            for _ in tqdm(range(len(reader)), desc=f"calibrating ({method})", unit="batch",
+                          disable=not progress or None, file=sys.stderr):
+                calibrator.collect_data(_One(reader.get_next()))
+            ranges = calibrator.compute_data()
         del calibrator
     with atomic_path(cache_path) as tmp_path:
         save_tensors_data(ranges, tmp_path)
@@ -175,9 +179,10 @@ def quantize(pre_path: Path, ranges_path: Path, out_path: Path, layout: str, met
     else:
         raise ToolkitError("this ONNX Runtime cannot reuse calibration ranges",
                            fix="pip install -U onnxruntime (>= 1.32), or pass the calibration set")
-    quantize_static(str(pre_path), str(out_path), quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                    calibrate_method=calibration_method(method), **kwargs)
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(str(pre_path), str(out_path), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                        calibrate_method=calibration_method(method), **kwargs)
     return excluded
 
 
@@ -190,6 +195,7 @@ def fused_ops(path: str | os.PathLike, threads: int | None = None) -> dict[str, 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        opts.log_severity_level = 3    # the "hardware specific optimizations" warning is expected here
         if threads:
             opts.intra_op_num_threads = threads
         ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
@@ -207,3 +213,35 @@ INTEGER_KERNELS = ("QLinearConv", "ConvInteger", "NhwcQLinearConv", "QLinearMatM
 def integer_kernel_count(counts: dict[str, int]) -> int:
     """How many fused integer convolution / matmul kernels an optimised graph holds."""
     return sum(v for k, v in counts.items() if k in INTEGER_KERNELS)
+
+
+def trt_layout_problems(model: Any) -> list[str]:
+    """Why a Q/DQ model is not in the TensorRT layout (empty list: it is).
+
+    Checks: opset >= 13; every zero point 0 and INT8; weight scales per channel on axis 0 (Conv);
+    no INT32 (bias) DequantizeLinear; Q/DQ present at all.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    problems = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        problems.append(f"opset {opset} < 13")
+    inits = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if not qdq:
+        problems.append("no QuantizeLinear/DequantizeLinear nodes")
+    weight_dq = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits}
+    for node in qdq:
+        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zp is not None and (zp.data_type != TensorProto.INT8 or numpy_helper.to_array(zp).any()):
+            problems.append(f"{node.name}: zero point not INT8 0")
+        src = inits.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and src is not None and src.data_type == TensorProto.INT32:
+            problems.append(f"{node.name}: INT32 (bias) DequantizeLinear")
+        if node.op_type == "QuantizeLinear" and node.input[0] in weight_dq:
+            scale = numpy_helper.to_array(inits[node.input[1]])
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if scale.ndim != 1 or scale.size < 2 or axis != 0:
+                problems.append(f"{node.name}: weight scale not per-channel on axis 0")
+    return problems

@@ -287,9 +287,12 @@ def _rewrite_meta(path: Path, meta: ArtifactMeta) -> None:
     onnx.save(proto, str(path))
 
 
-def add_model_args(ap: argparse.ArgumentParser) -> None:
-    """Flags shared with export/to_trt.py."""
-    ap.add_argument("--model", required=True, help="variant, e.g. r50os8_cityscapes")
+def add_model_args(ap: argparse.ArgumentParser, model_group: Any = None) -> None:
+    """Flags shared with export/to_trt.py (``model_group``: where --model goes, e.g. an exclusive group)."""
+    if model_group is None:
+        ap.add_argument("--model", required=True, help="variant, e.g. r50os8_cityscapes")
+    else:
+        model_group.add_argument("--model", help="variant, e.g. r50os8_cityscapes")
     ap.add_argument("--checkpoint", help="weights (.pth); default: the variant's released file")
     ap.add_argument("--random-init", action="store_true", help="no weights: dry run of the pipeline")
     ap.add_argument("--crop", help="static input HxW (default: the variant's crop)")

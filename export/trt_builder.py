@@ -6,8 +6,9 @@ Differences are handled by feature detection (``hasattr``), never by version str
   10 ignores it, 11 removed it); ``STRONGLY_TYPED`` is used by its enum (its value differs).
 * Precision: where ``STRONGLY_TYPED`` exists the network takes its precision from the ONNX file
   (FP16/mixed ONNX, Q/DQ ONNX) - the only way on TensorRT 11 and the exact way on 10. Where it
-  does not (8.5/8.6), the FP32 ONNX is built with ``BuilderFlag.FP16`` and the kept-FP32 layers
-  (the non-local affinity) pinned by precision constraints; a Q/DQ ONNX gets ``BuilderFlag.INT8``.
+  does not (8.5/8.6), the FP16/mixed ONNX is built with ``BuilderFlag.FP16`` and its kept-FP32
+  layers (the non-local affinity) pinned by precision constraints; a Q/DQ ONNX gets
+  ``BuilderFlag.INT8``.
 * ``--fp16 --int8`` ("best", as ``trtexec --best``): the Q/DQ ONNX with the non-quantized layers
   free to run in FP16; that needs the builder flags, so it is refused on TensorRT 11.
 * Implicit INT8 (``IInt8EntropyCalibrator2`` + calibration cache) only where it still exists (<= 10).
@@ -113,7 +114,7 @@ def plan_build(feat: Features, precision: str, best: bool = False, implicit: boo
             return BuildPlan("fp16", True)
         if not feat.fp16_flag:
             raise ToolkitError("this TensorRT offers neither STRONGLY_TYPED nor BuilderFlag.FP16")
-        return BuildPlan("fp32", False, ["FP16"], list(keep_fp32))
+        return BuildPlan("fp16", False, ["FP16"], list(keep_fp32))
     if precision == "int8":
         if feat.strongly_typed:
             return BuildPlan("int8-trt", True)

@@ -1,0 +1,169 @@
+"""The engine step of export/to_trt.py: artifact -> TensorRT engine + sidecar JSON, reused when unchanged.
+
+Which ONNX becomes which engine (see export/trt_builder.py for the per-version route):
+FP32 -> ``_fp32``-less name; FP16/mixed -> ``_fp16``; INT8 Q/DQ TensorRT layout -> ``_int8``;
+--fp16 --int8 ("best") -> ``_int8-fp16``; --int8 --int8-implicit (TensorRT <= 10) -> FP32 ONNX +
+entropy calibrator -> ``_int8-implicit``. The sidecar ``<engine>.json`` holds the artifact metadata
+and the build facts (TensorRT version, GPU, compute capability, sha256 of the ONNX, flags, route,
+reuse key, agreement with the ONNX where ONNX Runtime is available).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+from typing import Any, Callable
+
+from runtime.artifact import read_onnx_meta, sidecar_path
+from runtime.errors import ToolkitError
+from runtime.fileio import atomic_open, sha256_file
+
+ENGINE_RECIPE = 1
+
+
+def _tag(role: str, best: bool, implicit: bool) -> str | None:
+    if implicit:
+        return "int8-implicit"
+    if best:
+        return "int8-fp16"
+    return {"fp32": None, "fp16": "fp16", "int8-trt": "int8"}[role]
+
+
+def engine_source(artifacts: list[Any], fp16: bool, int8: bool, implicit: bool) -> tuple[Any, bool]:
+    """(artifact to build from, best?) for the precision flags of a --model run."""
+    roles = {a.role: a for a in artifacts}
+    if int8 and implicit:
+        return roles["fp32"], False
+    if int8:
+        return roles["int8-trt"], fp16
+    return (roles["fp16"] if fp16 else roles["fp32"]), False
+
+
+def build_engines(args: argparse.Namespace, artifacts: list[Any], calib: Any, log: Callable) -> list[str]:
+    art, best = engine_source(artifacts, args.fp16, args.int8, args.int8_implicit)
+    return [build_one(art, best, calib if args.int8_implicit else None, args, log)]
+
+
+def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: Callable) -> str:
+    """Build (or reuse) the engine for one artifact; returns a summary line."""
+    from export.to_onnx import artifact_name, digest
+    from export.trt_builder import Features, build_engine, build_facts, gpu_info, import_tensorrt, plan_build
+
+    trt = import_tensorrt()
+    implicit = calib is not None
+    precision = "int8" if implicit else art.meta.precision
+    keep = art.meta.extra.get("kept_fp32_nodes") or art.meta.extra.get("kept_float_nodes") or []
+    plan = plan_build(Features.detect(trt), precision, best=best, implicit=implicit, keep_fp32=keep)
+    workspace = args.workspace or 4.0
+    onnx_sha = sha256_file(art.path)
+    gpu = gpu_info()
+    key = digest({"recipe": ENGINE_RECIPE, "onnx": onnx_sha, "trt": trt.__version__, "gpu": gpu,
+                  "plan": [plan.strongly_typed, plan.flags, plan.pin_fp32], "workspace": workspace,
+                  "calib": getattr(calib, "key", None)})
+    path = art.path.with_name(artifact_name(art.meta, _tag(art.role, best, implicit), ".engine"))
+    if _engine_reusable(path, key):
+        log(f"reusing {path} (same ONNX, TensorRT, GPU and options; key {key[:12]})")
+        return f"engine    {path}  (reused)"
+    if implicit:
+        plan.calibrator = _calibrator(trt, art, calib, onnx_sha, log)
+    cache = Path(args.timing_cache) if args.timing_cache else None
+    result = build_engine(art.path, plan, workspace, cache, log)
+    with atomic_open(path, "wb") as f:
+        f.write(result.engine)
+    facts = {**build_facts(trt.__version__, result, art.path, onnx_sha), "build_key": key, "route": _route(plan, implicit),
+             "workspace_gib": workspace, "timing_cache": str(cache) if cache else None}
+    meta = art.meta.replace(layout=("trt+fp16" if best else art.meta.layout),
+                            precision=precision)
+    facts["verify"] = verify_engine(path, art.path, meta, args, log)
+    with atomic_open(sidecar_path(path), "w") as f:
+        json.dump({"meta": meta.to_dict(), "build": facts}, f, indent=1, sort_keys=True, default=str)
+    log(f"wrote {path} and {sidecar_path(path).name}")
+    return f"engine    {path}  (built in {result.seconds:.0f} s, {facts['route']})"
+
+
+def _engine_reusable(path: Path, key: str) -> bool:
+    side = sidecar_path(path)
+    if not (path.is_file() and side.is_file()):
+        return False
+    try:
+        return json.loads(side.read_text()).get("build", {}).get("build_key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def _route(plan: Any, implicit: bool) -> str:
+    if implicit:
+        return "implicit INT8 (entropy calibrator)"
+    return "strongly typed" if plan.strongly_typed else "builder flags " + (",".join(plan.flags) or "none")
+
+
+def _calibrator(trt: Any, art: Any, calib: Any, onnx_sha: str, log: Callable) -> Any:
+    from calibration.trt_calibrator import make_entropy_calibrator
+
+    cache = art.path.parent / "calibration" / f"trt_calib_{onnx_sha[:12]}_{calib.key[:12]}.cache"
+    log(f"{'reading' if cache.is_file() else 'writing'} TensorRT calibration cache {cache}")
+    return make_entropy_calibrator(trt, calib, art.meta.batch, cache)
+
+
+def verify_engine(engine: Path, onnx_path: Path, meta: Any, args: argparse.Namespace, log: Callable) -> dict:
+    """Agreement of the engine with its source ONNX (ONNX Runtime) when ONNX Runtime exists here."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return {"skipped": "onnxruntime not installed on this machine"}
+    from export.pipeline import verification_data
+    from export.verify import agreement, format_agreement, run_batched, run_onnx, verification_tiles
+    from runtime.backends import open_backend
+
+    tiles = verification_tiles(verification_data(getattr(args, "data", None), getattr(args, "calib_data", None)),
+                               meta.crop, meta.mean, meta.std)
+    with open_backend(str(engine), backend="tensorrt") as backend:
+        out = run_batched(backend, tiles.tiles, backend.input_shape[0])
+    stats = agreement(run_onnx(onnx_path, tiles.tiles), out)
+    log(format_agreement(f"engine vs {onnx_path.name} (ONNX Runtime)", stats))
+    return {"against": onnx_path.name, "on": tiles.source, **stats}
+
+
+def engines_from_files(args: argparse.Namespace, log: Callable) -> list[str]:
+    """--onnx mode: one engine per given toolkit artifact (no PyTorch needed)."""
+    from export.pipeline import Artifact, CalibRequest, calibration_set
+    from export.trt_builder import INSTALL_HINT, tensorrt_status
+
+    ok, reason = tensorrt_status()
+    if not ok:
+        raise ToolkitError(f"cannot build engines: {reason}", fix=INSTALL_HINT)
+    lines = []
+    for name in args.onnx:
+        meta = read_onnx_meta(name)
+        role = {"fp32": "fp32", "fp16": "fp16", "int8": f"int8-{meta.layout}"}[meta.precision]
+        if role == "int8-ort":
+            raise ToolkitError(f"{name} is the ONNX-Runtime-CPU INT8 layout, not for TensorRT",
+                               fix="pass the *_int8_trt.onnx artifact")
+        if args.fp16 and role != "int8-trt":
+            raise ToolkitError("--fp16 with --onnx means 'INT8 + FP16' and needs a *_int8_trt.onnx artifact",
+                               fix="pass the *_fp16.onnx artifact without --fp16 for an FP16 engine")
+        if args.int8_implicit and role != "fp32":
+            raise ToolkitError("--int8 --int8-implicit calibrates an FP32 ONNX", fix="pass the FP32 artifact")
+        art = Artifact(role, Path(name), meta, True)
+        calib = None
+        if args.int8_implicit:
+            req = CalibRequest(args.calib_data, max_images=args.calib_images or 500)
+            calib = calibration_set(art, req, progress=not args.quiet)
+        lines.append(build_one(art, args.fp16 and role == "int8-trt", calib, args, log))
+    return lines
+
+
+def target_command(args: argparse.Namespace, artifacts: list[Any]) -> str:
+    """The command that builds the same engine on the target from the artifacts made here."""
+    art, best = engine_source(artifacts, args.fp16, args.int8, args.int8_implicit)
+    cmd = ["python", "export/to_trt.py", "--onnx", str(art.path)]
+    if best:
+        cmd.append("--fp16")
+    if args.int8_implicit:
+        cmd += ["--int8", "--int8-implicit", "--calib-data", args.calib_data]
+    if args.workspace:
+        cmd += ["--workspace", str(args.workspace)]
+    if args.timing_cache:
+        cmd += ["--timing-cache", args.timing_cache]
+    return " ".join(shlex.quote(c) for c in cmd + ["--backend", "tensorrt"])

@@ -1,0 +1,169 @@
+"""Checkpoint -> FP32 ONNX -> FP16 / INT8 ONNX artifacts -> TensorRT engines (+ sidecar JSON).
+
+    python export/to_trt.py --model r50os8_cityscapes --fp16
+    python export/to_trt.py --model r50os8_cityscapes --int8 --calib-data data/synth_cityscapes
+    python export/to_trt.py --onnx artifacts/r50os8_cityscapes_512x1024_fp16.onnx --backend tensorrt
+
+Precision is a property of the ONNX artifact (TensorRT 11 leaves no other way): --fp16 makes an
+FP16/mixed ONNX (non-local affinity kept FP32), --int8 two calibrated Q/DQ ONNX files (TensorRT
+layout, ONNX-Runtime-CPU layout). --fp16 --int8 means "best" (as trtexec --best): all those
+artifacts, and an engine from the INT8 Q/DQ file whose other layers may run in FP16 (TensorRT <= 10
+only; refused on 11). No flag: FP32. Every artifact is verified with ONNX Runtime.
+
+--backend auto (default): engines where TensorRT and a CUDA GPU exist, otherwise the ONNX
+artifacts plus the exact command to run on the target; onnxruntime: the ONNX artifacts only
+(CPU deployment); tensorrt: a missing TensorRT/GPU is an error. --onnx builds engines from
+artifacts made elsewhere (no PyTorch needed on the target).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runtime.errors import ToolkitError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from export.to_onnx import add_model_args
+
+    ap = argparse.ArgumentParser(prog="python export/to_trt.py", description=__doc__.split("\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    add_model_args(ap, src)
+    src.add_argument("--onnx", nargs="+", metavar="FILE", help="build engines from these toolkit ONNX artifacts")
+    ap.add_argument("--fp16", action="store_true", help="FP16/mixed artifact (with --int8: 'best')")
+    ap.add_argument("--int8", action="store_true", help="INT8 Q/DQ artifacts calibrated on --calib-data")
+    ap.add_argument("--calib-data", help="calibration images: Cityscapes/ADE20k/VOC root or image folder")
+    ap.add_argument("--calib-method", help="entropy (default), max, percentile (99.99) or percentile-99.999")
+    ap.add_argument("--calib-images", type=int, help="at most this many calibration images (default 500)")
+    ap.add_argument("--int8-implicit", action="store_true",
+                    help="TensorRT <= 10 only: implicit INT8 (entropy calibrator + cache) instead of Q/DQ")
+    ap.add_argument("--keep-fp32", help="FP16: nodes kept FP32: 'attention' (default), op types, names, 'none'")
+    ap.add_argument("--keep-int8", help="INT8: nodes kept float (default 'attention,head'; 'none')")
+    ap.add_argument("--workspace", type=float, help="TensorRT workspace in GiB (default 4)")
+    ap.add_argument("--timing-cache", help="TensorRT timing cache file (read if present, updated)")
+    ap.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse contradictory or dangling flags (no silent fix-ups)."""
+    def need(cond: bool, msg: str, fix: str) -> None:
+        if not cond:
+            raise ToolkitError(msg, fix=fix)
+
+    calib_flags = [f for f, v in (("--calib-data", args.calib_data), ("--calib-method", args.calib_method),
+                                  ("--calib-images", args.calib_images)) if v is not None]
+    needs_calib = args.int8 and (args.model or args.int8_implicit)
+    need(not calib_flags or needs_calib, f"{calib_flags[0] if calib_flags else ''} only applies when calibrating",
+         "add --int8 (with --model), or --int8 --int8-implicit (with --onnx), or drop it")
+    need(not needs_calib or args.calib_data, "--int8 needs calibration images",
+         "pass --calib-data DIR (a dataset root or a folder of images)")
+    need(not args.int8_implicit or args.int8, "--int8-implicit needs --int8", "add --int8")
+    need(args.calib_images is None or args.calib_images >= 1, "--calib-images must be >= 1", "e.g. --calib-images 500")
+    need(args.workspace is None or args.workspace > 0, "--workspace must be > 0 GiB", "e.g. --workspace 4")
+    if args.backend == "onnxruntime":
+        bad = [f for f, v in (("--workspace", args.workspace), ("--timing-cache", args.timing_cache),
+                              ("--int8-implicit", args.int8_implicit)) if v]
+        need(not bad, f"{', '.join(bad)} only apply to TensorRT engine builds",
+             "drop them, or use --backend auto/tensorrt")
+    if args.onnx:
+        extra = [f for f, v in (("--keep-fp32", args.keep_fp32), ("--keep-int8", args.keep_int8),
+                                ("--checkpoint", args.checkpoint), ("--random-init", args.random_init),
+                                ("--crop", args.crop)) if v]
+        need(not extra, f"{', '.join(extra)} do not apply to --onnx (the artifacts are already made)",
+             "drop them, or use --model to make new artifacts")
+        need(args.backend != "onnxruntime", "--onnx only builds TensorRT engines", "use --backend auto or tensorrt")
+
+
+def engine_mode(backend: str, log: Any) -> tuple[bool, str]:
+    """(build engines here?, reason). --backend tensorrt without TensorRT/GPU is an error."""
+    from export.trt_builder import INSTALL_HINT, tensorrt_status
+
+    if backend == "onnxruntime":
+        return False, "--backend onnxruntime: ONNX artifacts only (CPU deployment)"
+    ok, reason = tensorrt_status()
+    if not ok and backend == "tensorrt":
+        raise ToolkitError(f"--backend tensorrt but {reason}", fix=INSTALL_HINT)
+    return ok, reason
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_flags(args)
+    log = print
+    can_build, reason = engine_mode(args.backend, log)
+    if args.onnx:
+        from export.engines import engines_from_files
+        for line in engines_from_files(args, log):
+            log(line)
+        return 0
+    artifacts, sources, calib = make_artifacts(args, log)
+    from export.engines import build_engines, target_command
+
+    lines = [f"weights: {sources}"] + [_row(a) for a in artifacts]
+    if can_build:
+        lines += build_engines(args, artifacts, calib, log)
+    elif args.backend == "auto":
+        lines.append(f"engine step skipped: {reason}; it needs TensorRT and a CUDA GPU on the target. "
+                     f"Copy {Path(args.out)}/ there and run: {target_command(args, artifacts)}")
+    else:
+        lines.append(reason)
+    log("summary:\n  " + "\n  ".join(lines))
+    return 0
+
+
+def make_artifacts(args: argparse.Namespace, log: Any) -> tuple[list[Any], str, Any]:
+    """FP32 ONNX, then the FP16 / INT8 artifacts asked for; each verified with ONNX Runtime."""
+    from calibration.graph import DEFAULT_KEEP, DEFAULT_KEEP_INT8, parse_keep
+    from calibration.qdq import parse_method
+    from export.pipeline import (Artifact, CalibRequest, Verifier, calibration_set, make_fp16, make_int8,
+                                 verification_data)
+    from export.to_onnx import export_fp32, resolve_source
+    from export.verify import verification_tiles
+    from runtime.cli import parse_hw
+    from runtime.fileio import ensure_writable_dir
+
+    crop = parse_hw(args.crop) if args.crop else None
+    method, pct = parse_method(args.calib_method or "entropy")
+    ensure_writable_dir(args.out)
+    if args.calib_data:   # bad calibration data fails before any file is written
+        from calibration.calibset import list_source_images
+        list_source_images(args.calib_data)
+    source = resolve_source(args.model, args.checkpoint, args.random_init)
+    data = verification_data(args.data, args.calib_data)
+    path, meta, reused = export_fp32(source, Path(args.out), crop, args.batch, args.output, data, log=log)
+    fp32 = Artifact("fp32", path, meta, reused)
+    out = [fp32]
+    if not (args.fp16 or args.int8):
+        return out, source.label, None
+    tiles = verification_tiles(data, meta.crop, meta.mean, meta.std)
+    verifier = Verifier(path, tiles, enforce=not source.random_init, log=log)
+    log(f"precision checks on {tiles.source}")
+    if args.fp16:
+        out.append(make_fp16(fp32, verifier, parse_keep(args.keep_fp32, DEFAULT_KEEP), log))
+    calib = None
+    if args.int8:
+        req = CalibRequest(args.calib_data, method, pct, args.calib_images or 500)
+        calib = calibration_set(fp32, req, progress=not args.quiet)
+        out += make_int8(fp32, calib, req, verifier, parse_keep(args.keep_int8, DEFAULT_KEEP_INT8), log,
+                         progress=not args.quiet)
+    return out, source.label, calib
+
+
+def _row(art: Any) -> str:
+    v = art.verify
+    what = "reused" if art.reused else "written"
+    check = f"agreement {100 * v['agreement']:.3f}% vs {v['against']}" if "agreement" in v else "not verified"
+    return f"{art.role:9s} {art.path}  ({what}; {check})"
+
+
+if __name__ == "__main__":
+    from runtime.cli import run_cli
+
+    sys.exit(run_cli(main))
