@@ -4,10 +4,11 @@
         [--mode tiled|resize] [--max-frames 100] [--json runs/video_benchmark.json] [demo flags]
 
 Takes the demo's own flags (same backend, tiler and renderer). On the same frames and in one run:
-  1. sequential reference, frames already decoded in memory: ``tiler.labels`` per frame, giving the
-     backend-only rate (sum of pure backend-call time) and the tiler rate (+ normalise/tile/stitch);
-  2. the demo pipeline end to end (decode -> inference -> overlay/HUD -> record to a temp file);
-  3. the sequential reference again (the mean of 1 and 3 is used: the machine may drift).
+  * sequential reference, frames already decoded in memory: ``tiler.labels`` per frame, giving the
+    backend-only rate (sum of pure backend-call time) and the tiler rate (+ normalise/tile/stitch);
+  * the demo pipeline end to end (decode -> inference -> overlay/HUD -> record to a temp file);
+interleaved ref, pipe, ref, pipe, ..., ref (``--rounds`` pipelines); each pipeline run is compared
+with the references on both sides of it and the median is reported (robust to a drifting machine).
 Ratio = end-to-end FPS / backend-only FPS; the target is >= 0.9 (pipelining hides decode, render
 and recording behind inference). A source must be a file or folder (every frame processed).
 """
@@ -69,29 +70,43 @@ def make_tiler(args: Any) -> Any:
     return Tiler(stride=parse_hw(args.stride, "--stride") if args.stride else None, batch=None, mode=args.mode)
 
 
-def measure(args: Any, warmup: int) -> dict[str, Any]:
-    """Run reference, pipeline, reference on the same frames; returns the figures."""
+def pipeline_fps(args: Any, backend: Any, tmp: str) -> Any:
+    """One end-to-end run of the demo pipeline (decode, infer, render, record); returns its Stats."""
+    args.output = args.output or str(Path(tmp) / "bench.mp4")
+    spec = parse_source(args.source, False)
+    return demo.run(args, demo.make_source(spec, args, threading.Event()), backend, threading.Event())
+
+
+def measure(args: Any, warmup: int, rounds: int) -> dict[str, Any]:
+    """Interleave reference and pipeline runs: ref, pipe, ref, pipe, ..., ref (``rounds`` pipes).
+
+    Each pipeline run is compared with the mean of the reference runs just before and after it,
+    and the median of those ratios is reported, so a drifting, shared machine skews it little.
+    """
     frames = load_frames(args, args.max_frames)
     args.max_frames = len(frames)
     backend = demo.open_model(args)
-    with backend:
-        before = sequential(backend, make_tiler(args), frames, warmup)
-        label = getattr(backend, "label", backend.name)
+    refs: list[dict[str, float]] = []
+    runs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.output is None:
-            args.output = str(Path(tmp) / "bench.mp4")
-        spec = parse_source(args.source, False)
-        stats = demo.run(args, demo.make_source(spec, args, threading.Event()), backend, threading.Event())
-    with backend:
-        after = sequential(backend, make_tiler(args), frames, warmup)
-    backend_fps = (before["backend_fps"] + after["backend_fps"]) / 2
-    tiler_fps = (before["tiler_fps"] + after["tiler_fps"]) / 2
-    return {"backend": label, "mode": args.mode, "frames": len(frames),
-            "frame_hw": list(frames[0].shape[:2]), "tiles_per_frame": before["tiles_per_frame"],
-            "backend_fps": backend_fps, "tiler_fps": tiler_fps, "end_to_end_fps": stats.fps,
-            "pipeline_inference_fps": stats.infer_fps, "mean_latency_ms": stats.mean_latency_ms,
-            "ratio_vs_backend": stats.fps / backend_fps, "ratio_vs_tiler": stats.fps / tiler_fps,
-            "reference_runs": [before, after], "command": " ".join(sys.argv)}
+        for i in range(rounds + 1):
+            with backend:
+                refs.append(sequential(backend, make_tiler(args), frames, warmup))
+                label = getattr(backend, "label", backend.name)
+            if i < rounds:
+                stats = pipeline_fps(args, backend, tmp)
+                runs.append({"end_to_end_fps": stats.fps, "pipeline_inference_fps": stats.infer_fps,
+                             "mean_latency_ms": stats.mean_latency_ms})
+    for i, run in enumerate(runs):
+        backend_fps = (refs[i]["backend_fps"] + refs[i + 1]["backend_fps"]) / 2
+        tiler_fps = (refs[i]["tiler_fps"] + refs[i + 1]["tiler_fps"]) / 2
+        run.update(backend_fps=backend_fps, tiler_fps=tiler_fps,
+                   ratio_vs_backend=run["end_to_end_fps"] / backend_fps,
+                   ratio_vs_tiler=run["end_to_end_fps"] / tiler_fps)
+    med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+    return {"backend": label, "mode": args.mode, "frames": len(frames), "rounds": rounds,
+            "frame_hw": list(frames[0].shape[:2]), "tiles_per_frame": refs[0]["tiles_per_frame"],
+            **med, "runs": runs, "reference_runs": refs, "command": " ".join(sys.argv)}
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -110,12 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.prog = "python -m runtime.video_benchmark"
     parser.add_argument("--json", help="write the figures here as JSON")
     parser.add_argument("--warmup", type=int, default=5, help="untimed frames before each reference run")
+    parser.add_argument("--rounds", type=int, default=3, help="pipeline runs, interleaved with references")
     parser.set_defaults(max_frames=100)
     args = parser.parse_args(argv)
     demo.check_args(args)
     if args.show or args.live:
         raise ToolkitError("the benchmark runs headless on a file or folder", fix="drop --show / --live")
-    result = measure(args, max(0, args.warmup))
+    if args.rounds < 1:
+        raise ToolkitError(f"bad --rounds {args.rounds}", expected=">= 1")
+    result = measure(args, max(0, args.warmup), args.rounds)
     print_table(result)
     if args.json:
         from runtime.fileio import atomic_open

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", help="PyTorch: cpu / cuda[:N]; TensorRT: GPU index")
     m.add_argument("--providers", help="ONNX Runtime: cpu | cuda | tensorrt")
     m.add_argument("--threads", type=int, help="CPU threads for PyTorch / ONNX Runtime")
+    m.add_argument("--workers", default="auto",
+                   help="inference threads sharing the backend (auto: 2, or 1 for TensorRT engines)")
     v = p.add_argument_group("display and recording")
     v.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (default 0.5)")
     v.add_argument("--legend", action="store_true", help="draw a legend of the classes in view")
@@ -112,6 +114,19 @@ def open_model(args: argparse.Namespace) -> Any:
 
     kind = backend_for(args.model, args.backend)
     return open_backend(args.model, kind, **backend_options(args, kind))
+
+
+def inference_workers(args: argparse.Namespace, backend: Any) -> int:
+    """``--workers``: auto = 2 where the backend takes concurrent calls, else 1."""
+    concurrent = bool(getattr(backend, "concurrent_calls", backend.name != "tensorrt"))
+    if str(args.workers) == "auto":
+        return 2 if concurrent else 1
+    if not str(args.workers).isdigit() or int(args.workers) < 1:
+        raise ToolkitError(f"bad --workers {args.workers!r}", expected="auto or an integer >= 1")
+    if int(args.workers) > 1 and not concurrent:
+        raise ToolkitError(f"--workers {args.workers}: the {backend.name} backend cannot run calls concurrently",
+                           fix="use --workers 1 (or auto)")
+    return int(args.workers)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -236,12 +251,13 @@ def run(args: argparse.Namespace, source: Any, backend: Any, stop: threading.Eve
     if args.output:
         sink = VideoSink(args.output, fps=args.output_fps or getattr(source, "fps", None) or 30.0,
                          fourcc=args.fourcc)
-    written = None
+    workers = inference_workers(args, backend)
     try:
         with backend:
             renderer = Renderer(backend.meta, args, sink, Stats())
             pipe = Pipeline(source, backend, tiler, renderer, live=source.live, max_frames=args.max_frames,
-                            queue_size=args.queue_size, stop=stop, idle=renderer.poll if args.show else None)
+                            queue_size=args.queue_size, stop=stop, idle=renderer.poll if args.show else None,
+                            workers=workers)
             renderer.stats = pipe.stats
             stats = pipe.run()
     finally:

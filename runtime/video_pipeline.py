@@ -2,7 +2,8 @@
 
 * capture thread: reads the source. Live sources: a 1-slot queue where the newest frame wins
   (the stale frame is dropped and counted). Files / folders: blocking puts, every frame in order.
-* inference thread: ``tiler.labels(backend, frame)``, one frame at a time, in order.
+* inference thread(s): ``tiler.labels(backend, frame)``; with ``workers`` > 1 several frames are
+  segmented at once (their results are put back in order before rendering).
 * the calling thread renders (overlay, legend, HUD), records and shows the window; OpenCV's
   highgui must run there, and so must the signal handling.
 
@@ -12,6 +13,7 @@ the pipeline and are re-raised in the caller after the recording has been finali
 """
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -80,6 +82,7 @@ class Result:
     rgb: np.ndarray
     labels: np.ndarray
     t_capture: float
+    seq: int = 0             # processing order (capture order of the frames not dropped)
 
 
 def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
@@ -111,22 +114,33 @@ def _put_latest(q: queue.Queue, item: Any) -> int:
 class Pipeline:
     """Run ``source`` through ``backend`` with ``tiler``; ``render(result)`` is called per frame.
 
-    ``render`` runs in the calling thread and may return False to stop (q / ESC). ``idle()`` is
-    called while waiting for frames (window event pumping) and may return False to stop too.
+    ``render`` runs in the calling thread, always in capture order, and may return False to stop
+    (q / ESC). ``idle()`` is called while waiting (window event pumping) and may return False too.
+    ``workers`` > 1 runs that many inference threads, each with its own copy of the tiler, on one
+    backend: tiling/stitching of one frame overlaps the backend call of the next. Only for backends
+    whose calls may run concurrently (ONNX Runtime sessions, PyTorch modules; not a TensorRT
+    execution context). Frames in flight are bounded by ``workers + queue_size``.
     """
 
     def __init__(self, source: Any, backend: Any, tiler: Any, render: Callable[[Result], bool | None],
                  live: bool, max_frames: int | None = None, queue_size: int = 4,
-                 stop: threading.Event | None = None, idle: Callable[[], bool | None] | None = None) -> None:
+                 stop: threading.Event | None = None, idle: Callable[[], bool | None] | None = None,
+                 workers: int = 1) -> None:
         self.source, self.backend, self.tiler = source, backend, tiler
         self.render, self.idle = render, idle
         self.live = bool(live)
         self.max_frames = max_frames
+        self.workers = max(1, int(workers))
         self.stop = stop or threading.Event()
         self.stats = Stats()
         self.error: BaseException | None = None
         self._frames: queue.Queue = queue.Queue(maxsize=1 if self.live else max(1, queue_size))
         self._results: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._slots = threading.Semaphore(self.workers + max(1, queue_size))
+        self._take_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._seq = 0
+        self._active = self.workers
 
     # -- worker threads ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
@@ -156,31 +170,50 @@ class Pipeline:
             stats.reconnects = int(getattr(self.source, "reconnects", 0))
             _put(self._frames, _END, self.stop)
 
+    def _take(self) -> Any:
+        """Next frame for a worker as ``(seq, item)``; None at the end (or on stop)."""
+        while not self.stop.is_set():
+            if not self._slots.acquire(timeout=0.05):
+                continue
+            with self._take_lock:
+                if self.max_frames is not None and self._seq >= self.max_frames:
+                    self._slots.release()
+                    return None
+                item = self._get(self._frames)
+                if item is _END:
+                    self._frames.put_nowait(_END)   # let the other workers see it too
+                if item is None or item is _END:
+                    self._slots.release()
+                    if item is _END:
+                        return None
+                    continue
+                self._seq += 1
+                return self._seq - 1, item
+        return None
+
     def _infer(self) -> None:
+        tiler = copy.copy(self.tiler)
         stats = self.stats
         try:
-            while True:
-                item = self._get(self._frames)
-                if item is None:
-                    if self.stop.is_set():
-                        break
-                    continue
-                if item is _END:
-                    break
-                index, frame, t_cap = item
+            while (job := self._take()) is not None:
+                seq, (index, frame, t_cap) = job
                 t0 = time.perf_counter()
-                labels = self.tiler.labels(self.backend, frame)
-                stats.infer_s += time.perf_counter() - t0
-                stats.backend_s += float(getattr(self.tiler, "last_timing", {}).get("infer", 0.0))
-                stats.processed += 1
-                if not _put(self._results, Result(index, frame, labels, t_cap), self.stop):
-                    break
-                if self.max_frames is not None and stats.processed >= self.max_frames:
+                labels = tiler.labels(self.backend, frame)
+                dt = time.perf_counter() - t0
+                with self._stats_lock:
+                    stats.infer_s += dt
+                    stats.backend_s += float(getattr(tiler, "last_timing", {}).get("infer", 0.0))
+                    stats.processed += 1
+                if not _put(self._results, Result(index, frame, labels, t_cap, seq), self.stop):
                     break
         except BaseException as exc:  # re-raised in the caller
             self._fail(exc)
         finally:
-            _put(self._results, _END, self.stop)
+            with self._stats_lock:
+                self._active -= 1
+                last = self._active == 0
+            if last:
+                _put(self._results, _END, self.stop)
 
     @staticmethod
     def _get(q: queue.Queue, timeout: float = 0.05) -> Any:
@@ -192,32 +225,40 @@ class Pipeline:
     # -- the calling thread --------------------------------------------------------------------
     def run(self) -> Stats:
         """Run to the end of the source, ``max_frames`` or ``stop``; returns the statistics."""
-        threads = [threading.Thread(target=self._capture, name="capture", daemon=True),
-                   threading.Thread(target=self._infer, name="inference", daemon=True)]
+        capture = threading.Thread(target=self._capture, name="capture", daemon=True)
+        workers = [threading.Thread(target=self._infer, name=f"inference-{i}", daemon=True)
+                   for i in range(self.workers)]
         self.stats.start = time.perf_counter()
-        for t in threads:
+        for t in [capture, *workers]:
             t.start()
         try:
             self._render_loop()
         finally:
             self.stop.set()
-            threads[1].join()               # the backend must be idle before it is closed
-            threads[0].join(timeout=5.0)    # a blocked camera read may outlive us (daemon)
+            for t in workers:
+                t.join()                    # the backend must be idle before it is closed
+            capture.join(timeout=5.0)       # a blocked camera read may outlive us (daemon)
             self.stats.end = time.perf_counter()
         return self.stats
 
     def _render_loop(self) -> None:
-        stats = self.stats
+        """Render results in capture order (workers may finish out of order)."""
+        stats, pending, next_seq = self.stats, {}, 0
         while True:
             item = self._get(self._results)
             if item is None:
                 if self.stop.is_set() or (self.idle is not None and self.idle() is False):
-                    break
+                    return
                 continue
             if item is _END:
-                break
-            keep_going = self.render(item)
-            stats.written += 1
-            stats.latency_s += time.perf_counter() - item.t_capture
-            if keep_going is False:
-                break
+                return
+            pending[item.seq] = item
+            while next_seq in pending:
+                result = pending.pop(next_seq)
+                next_seq += 1
+                keep_going = self.render(result)
+                self._slots.release()
+                stats.written += 1
+                stats.latency_s += time.perf_counter() - result.t_capture
+                if keep_going is False:
+                    return

@@ -41,6 +41,7 @@ class FakeBackend:
     def __init__(self, delay: float = 0.0, nan_after: int | None = None) -> None:
         self.meta, self.num_classes, self.input_shape = META, 3, (1, 3, 64, 128)
         self.delay, self.nan_after, self.calls, self.opened = delay, nan_after, 0, 0
+        self.lock, self.jitter = threading.Lock(), np.random.default_rng(1)
 
     def __enter__(self):
         self.opened += 1
@@ -53,12 +54,14 @@ class FakeBackend:
         self.opened = 0
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        self.calls += 1
+        with self.lock:
+            self.calls += 1
+            calls = self.calls
         if self.delay:
-            time.sleep(self.delay)
+            time.sleep(self.delay * (1.0 + self.jitter.random()))
         red = batch[:, 0]
         out = np.stack([-red, np.zeros_like(red), red], axis=1) * 4.0
-        if self.nan_after is not None and self.calls > self.nan_after:
+        if self.nan_after is not None and calls > self.nan_after:
             out[:] = np.nan
         return out.astype(np.float32)
 
@@ -211,13 +214,27 @@ def test_folder_source_in_order(tmp_path, monkeypatch):
     assert seen == [(i, 40 * i) for i in range(4)] and stats.dropped == 0
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_parallel_workers_render_in_capture_order(live):
+    src = FlakySource(total=60, frames_per_session=60, fail_opens=0, delay=0.002 if live else 0.0)
+    src.live = live
+    seen = []
+    pipe = Pipeline(src, FakeBackend(delay=0.004).__enter__(), Tiler(batch=None),
+                    lambda r: seen.append(r.index), live=live, workers=3, queue_size=2)
+    stats = pipe.run()
+    assert seen == sorted(seen) and len(seen) == stats.written == stats.processed
+    assert stats.processed + stats.dropped == stats.read == 60
+    if not live:
+        assert seen == list(range(60))
+
+
 def test_max_frames_and_backend_error_still_finalise_recording(tmp_path, monkeypatch, capsys):
     video = write_frames(tmp_path / "in.mp4", 30)
     out = tmp_path / "a.mp4"
     assert cli([video, "--model", "f", "--output", out, "--max-frames", "7"], monkeypatch, FakeBackend()) == 0
     assert count_frames(out)[0] == 7
     out2 = tmp_path / "b.mp4"
-    code = cli([video, "--model", "f", "--output", out2, "--queue-size", "1"], monkeypatch,
+    code = cli([video, "--model", "f", "--output", out2, "--queue-size", "1", "--workers", "1"], monkeypatch,
                FakeBackend(nan_after=5))
     assert code == 2 and "non-finite" in capsys.readouterr().err
     assert count_frames(out2)[0] == 5 and not list(tmp_path.glob(".*partial*"))
@@ -337,3 +354,19 @@ def test_soak_2000_frames_memory_flat(tmp_path, monkeypatch, capsys):
                monkeypatch, FakeBackend())
     assert code == 0 and "summary: 2000 frames" in capsys.readouterr().out
     assert rss[2000] - rss[200] < 20, rss
+
+
+def test_workers_auto_and_tensorrt_limit():
+    args = demo.build_parser().parse_args(["0", "--model", "m.engine"])
+
+    class Trt(FakeBackend):
+        name = "tensorrt"
+
+    assert demo.inference_workers(args, FakeBackend()) == 2 and demo.inference_workers(args, Trt()) == 1
+    args.workers = "3"
+    assert demo.inference_workers(args, FakeBackend()) == 3
+    with pytest.raises(demo.ToolkitError, match="cannot run calls concurrently"):
+        demo.inference_workers(args, Trt())
+    args.workers = "0"
+    with pytest.raises(demo.ToolkitError, match="bad --workers"):
+        demo.inference_workers(args, FakeBackend())
