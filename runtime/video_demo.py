@@ -155,6 +155,16 @@ def check_display() -> None:
                            fix="pip install opencv-python (desktop) or use --headless --output out.mp4") from None
 
 
+def close_window() -> None:
+    import cv2
+
+    try:
+        cv2.destroyWindow(WINDOW)
+        cv2.waitKey(1)
+    except cv2.error:
+        pass   # already closed by the user
+
+
 class Renderer:
     """Overlay + legend + HUD for each result; records it and shows it (in the main thread)."""
 
@@ -252,6 +262,7 @@ def run(args: argparse.Namespace, source: Any, backend: Any, stop: threading.Eve
         sink = VideoSink(args.output, fps=args.output_fps or getattr(source, "fps", None) or 30.0,
                          fourcc=args.fourcc)
     workers = inference_workers(args, backend)
+    pipe: Pipeline | None = None
     try:
         with backend:
             renderer = Renderer(backend.meta, args, sink, Stats())
@@ -262,7 +273,12 @@ def run(args: argparse.Namespace, source: Any, backend: Any, stop: threading.Eve
             stats = pipe.run()
     finally:
         written = sink.close() if sink is not None else None
-        source.close()
+        if pipe is not None and pipe.source_busy:
+            log(f"warning: {source.name}: a read is still blocked; leaving it to the OS")
+        else:
+            source.close()
+        if args.show:
+            close_window()
     print(stats.summary() + (f", wrote {written}" if written else ""), flush=True)
     if pipe.error is not None:
         raise pipe.error

@@ -8,8 +8,10 @@
   highgui must run there, and so must the signal handling.
 
 Statistics are running sums (no per-frame lists), so memory stays flat over any run length.
-A ``stop`` event ends everything (q / ESC, SIGINT, ``max_frames``); errors in a worker thread stop
-the pipeline and are re-raised in the caller after the recording has been finalised.
+A ``stop`` event ends everything at once (q / ESC, SIGINT). A source failure (a live stream lost
+for good) ends the stream like its end: the frames already read are still segmented and rendered.
+An inference error stops at once. Either is kept in ``error`` for the caller to raise after the
+recording has been finalised.
 """
 from __future__ import annotations
 
@@ -141,6 +143,7 @@ class Pipeline:
         self._stats_lock = threading.Lock()
         self._seq = 0
         self._active = self.workers
+        self.source_busy = False     # True if the capture thread is still stuck in a read
 
     # -- worker threads ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
@@ -164,8 +167,9 @@ class Pipeline:
                     stats.dropped += _put_latest(self._frames, item)
                 elif not _put(self._frames, item, self.stop):
                     break
-        except BaseException as exc:  # re-raised in the caller
-            self._fail(exc)
+        except BaseException as exc:  # re-raised in the caller once the frames read are drained
+            if self.error is None:
+                self.error = exc
         finally:
             stats.reconnects = int(getattr(self.source, "reconnects", 0))
             _put(self._frames, _END, self.stop)
@@ -238,6 +242,7 @@ class Pipeline:
             for t in workers:
                 t.join()                    # the backend must be idle before it is closed
             capture.join(timeout=5.0)       # a blocked camera read may outlive us (daemon)
+            self.source_busy = capture.is_alive()
             self.stats.end = time.perf_counter()
         return self.stats
 

@@ -370,3 +370,19 @@ def test_workers_auto_and_tensorrt_limit():
     args.workers = "0"
     with pytest.raises(demo.ToolkitError, match="bad --workers"):
         demo.inference_workers(args, FakeBackend())
+
+
+def test_show_window_q_key_stops_and_finalises(tmp_path, monkeypatch, capsys):
+    """The --show path with OpenCV's GUI calls faked (this OpenCV build has no highgui)."""
+    video = write_frames(tmp_path / "in.mp4", 40)
+    shown, keys = [], iter([-1, -1, -1, ord("q")] + [-1] * 100)
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setattr(cv2, "namedWindow", lambda *a: None)
+    monkeypatch.setattr(cv2, "imshow", lambda name, img: shown.append(img.shape))
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: next(keys))
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda *a: 1.0)
+    monkeypatch.setattr(cv2, "destroyWindow", lambda *a: None)
+    out = tmp_path / "shown.mp4"
+    assert cli([video, "--model", "f", "--show", "--output", out], monkeypatch, FakeBackend()) == 0
+    assert len(shown) == 4 and shown[0] == (64, 128, 3)
+    assert count_frames(out)[0] == 4 and "summary: 4 frames" in capsys.readouterr().out
