@@ -43,8 +43,10 @@ class Artifact:
 class Verifier:
     """Runs artifacts on the verification tiles and compares them with the FP32 ONNX outputs."""
 
-    def __init__(self, fp32_path: Path, tiles: Any, enforce: bool, log: Callable[[str], None]) -> None:
+    def __init__(self, fp32_path: Path, tiles: Any, enforce: bool, log: Callable[[str], None],
+                 why_not: str = "random init") -> None:
         self.fp32_path, self.tiles, self.enforce, self.log = fp32_path, tiles, enforce, log
+        self.why_not = why_not
         self._reference: Any = None
 
     def reference(self) -> Any:
@@ -59,7 +61,7 @@ class Verifier:
         from export.verify import agreement, format_agreement, run_onnx
 
         stats = agreement(self.reference(), run_onnx(path, self.tiles.tiles))
-        note = "" if self.enforce else " (random init: reported, not enforced)"
+        note = "" if self.enforce else f" ({self.why_not}: reported, not enforced)"
         self.log(format_agreement(f"{what} vs FP32 ONNX", stats) + note)
         failed = stats.get("nonfinite") or (self.enforce and stats["agreement"] < minimum)
         if failed:
@@ -97,7 +99,8 @@ def make_fp16(fp32: Artifact, verifier: Verifier, keep: Sequence[str] = DEFAULT_
 
     fp32_sha = sha256_file(fp32.path)
     key = digest({"recipe": FP16_RECIPE, "fp32": fp32_sha, "keep": list(keep)})
-    path = fp32.path.with_name(artifact_name(fp32.meta, "fp16"))
+    tag = {"fp32-attention": "fp16", "all-fp16": "fp16-all"}.get(layout_name(keep), "fp16-custom")
+    path = fp32.path.with_name(artifact_name(fp32.meta, tag))
     reused = _reuse(path, key, "fp16", log)
     if reused:
         return reused
