@@ -27,7 +27,7 @@ if __package__ in (None, ""):   # `python runtime/video_demo.py`
 
 from runtime.cli import parse_hw, run_cli
 from runtime.errors import ToolkitError
-from runtime.video_io import Reconnecting, SourceSpec, VideoSink, log, open_source, parse_source
+from runtime.video_io import STREAM_KINDS, Reconnecting, SourceSpec, VideoSink, log, open_source, parse_source
 from runtime.video_pipeline import Pipeline, Result, Stats
 
 WINDOW = "NonLocalNet demo"
@@ -246,7 +246,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
 def make_source(spec: SourceSpec, args: argparse.Namespace, stop: threading.Event) -> Any:
     size = parse_hw(args.camera_size, "--camera-size") if args.camera_size else None
     source = open_source(spec, timeout_s=args.timeout, size_hw=size)
-    if spec.live:
+    if spec.kind in STREAM_KINDS:   # a file's end is its end, even with --live
         source = Reconnecting(source, attempts=args.reconnect_attempts, delay=args.reconnect_delay,
                               max_delay=args.reconnect_max_delay, stop=stop)
     return source

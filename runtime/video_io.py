@@ -8,12 +8,13 @@ half-written file under the final name. OpenCV is imported inside the functions.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from runtime.errors import ToolkitError
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
                   "srt://", "rtp://")
+STREAM_KINDS = ("camera", "v4l2", "gstreamer", "url")   # reopened with backoff when they fail
 FOURCC_BY_EXT = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 
 
@@ -68,8 +70,26 @@ def parse_source(text: str, live: bool | None = None) -> SourceSpec:
                           expected="a camera index (0), /dev/videoN, a video file, an image folder, "
                                    "an rtsp:// or http:// URL, or a GStreamer pipeline (with '!')",
                           fix="check the path")
-    guessed = kind in ("camera", "v4l2", "gstreamer", "url")
+    guessed = kind in STREAM_KINDS
     return SourceSpec(text, kind, guessed if live is None else bool(live))
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own WARN/ERROR log lines while probing a source or codec: a failure
+    becomes our one-line error instead. Left alone when the user sets OPENCV_LOG_LEVEL."""
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if os.environ.get("OPENCV_LOG_LEVEL") or logging is None or not hasattr(logging, "getLogLevel"):
+        yield
+        return
+    old = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(old)
 
 
 def _gstreamer_available() -> bool:
@@ -137,7 +157,8 @@ class CaptureSource:
 
     def open(self) -> None:
         self.close()
-        cap = make_capture(self.spec, self.timeout_s, self.size_hw)
+        with quiet_opencv():
+            cap = make_capture(self.spec, self.timeout_s, self.size_hw)
         if not cap.isOpened():
             cap.release()
             raise _open_error(self.spec)
@@ -302,7 +323,8 @@ class VideoSink:
     def _open(self, width: int, height: int) -> None:
         import cv2
 
-        writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height))
+        with quiet_opencv():
+            writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height))
         if not writer.isOpened():
             writer.release()
             self._discard()

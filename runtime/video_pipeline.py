@@ -37,6 +37,7 @@ class Stats:
     written: int = 0         # frames rendered (recorded / shown)
     reconnects: int = 0
     infer_s: float = 0.0     # sum of tiler.labels() time (preprocess + backend + stitch)
+    busy_s: float = 0.0      # wall time with at least one frame in inference (= infer_s with 1 worker)
     backend_s: float = 0.0   # sum of pure backend time (Tiler.last_timing["infer"])
     latency_s: float = 0.0   # sum of capture -> rendered latency
     start: float = field(default_factory=time.perf_counter)
@@ -52,7 +53,12 @@ class Stats:
 
     @property
     def infer_fps(self) -> float:
-        return self.processed / self.infer_s if self.infer_s > 0 else 0.0
+        """Inference-stage throughput: frames per second of wall time the stage was busy."""
+        return self.processed / self.busy_s if self.busy_s > 0 else 0.0
+
+    @property
+    def mean_infer_ms(self) -> float:
+        return 1000.0 * self.infer_s / self.processed if self.processed else 0.0
 
     @property
     def backend_fps(self) -> float:
@@ -65,14 +71,15 @@ class Stats:
     def summary(self) -> str:
         return (f"summary: {self.written} frames ({self.read} read, {self.dropped} dropped), "
                 f"{self.reconnects} reconnects, {self.fps:.1f} FPS end-to-end, "
-                f"{self.infer_fps:.1f} FPS inference, mean latency {self.mean_latency_ms:.0f} ms, "
-                f"{self.wall_s:.1f} s")
+                f"{self.infer_fps:.1f} FPS inference ({self.mean_infer_ms:.0f} ms/frame), "
+                f"mean latency {self.mean_latency_ms:.0f} ms, {self.wall_s:.1f} s")
 
     def to_dict(self) -> dict[str, float]:
-        keys = ("read", "dropped", "processed", "written", "reconnects", "infer_s", "backend_s", "latency_s")
+        keys = ("read", "dropped", "processed", "written", "reconnects", "infer_s", "busy_s", "backend_s",
+                "latency_s")
         d: dict[str, float] = {k: getattr(self, k) for k in keys}
         d.update(wall_s=self.wall_s, fps=self.fps, infer_fps=self.infer_fps, backend_fps=self.backend_fps,
-                 mean_latency_ms=self.mean_latency_ms)
+                 mean_infer_ms=self.mean_infer_ms, mean_latency_ms=self.mean_latency_ms)
         return d
 
 
@@ -144,6 +151,8 @@ class Pipeline:
         self._seq = 0
         self._active = self.workers
         self.source_busy = False     # True if the capture thread is still stuck in a read
+        self._in_infer = 0
+        self._busy_since = 0.0
 
     # -- worker threads ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
@@ -201,9 +210,9 @@ class Pipeline:
         try:
             while (job := self._take()) is not None:
                 seq, (index, frame, t_cap) = job
-                t0 = time.perf_counter()
+                t0 = self._busy(+1)
                 labels = tiler.labels(self.backend, frame)
-                dt = time.perf_counter() - t0
+                dt = self._busy(-1) - t0
                 with self._stats_lock:
                     stats.infer_s += dt
                     stats.backend_s += float(getattr(tiler, "last_timing", {}).get("infer", 0.0))
@@ -218,6 +227,17 @@ class Pipeline:
                 last = self._active == 0
             if last:
                 _put(self._results, _END, self.stop)
+
+    def _busy(self, delta: int) -> float:
+        """Count frames in inference; accumulate the wall time during which any is."""
+        with self._stats_lock:
+            now = time.perf_counter()
+            if delta > 0 and self._in_infer == 0:
+                self._busy_since = now
+            self._in_infer += delta
+            if delta < 0 and self._in_infer == 0:
+                self.stats.busy_s += now - self._busy_since
+        return now
 
     @staticmethod
     def _get(q: queue.Queue, timeout: float = 0.05) -> Any:

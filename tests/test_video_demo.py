@@ -224,6 +224,7 @@ def test_parallel_workers_render_in_capture_order(live):
     stats = pipe.run()
     assert seen == sorted(seen) and len(seen) == stats.written == stats.processed
     assert stats.processed + stats.dropped == stats.read == 60
+    assert 0 < stats.busy_s < stats.infer_s            # 3 frames in flight at once: busy < summed time
     if not live:
         assert seen == list(range(60))
 
@@ -386,3 +387,11 @@ def test_show_window_q_key_stops_and_finalises(tmp_path, monkeypatch, capsys):
     assert cli([video, "--model", "f", "--show", "--output", out], monkeypatch, FakeBackend()) == 0
     assert len(shown) == 4 and shown[0] == (64, 128, 3)
     assert count_frames(out)[0] == 4 and "summary: 4 frames" in capsys.readouterr().out
+
+
+def test_live_flag_on_a_file_drops_stale_frames_and_ends_at_eof(tmp_path, monkeypatch, capsys):
+    video = write_frames(tmp_path / "in.mp4", 30)
+    assert cli([video, "--model", "f", "--live", "--workers", "1"], monkeypatch, FakeBackend(delay=0.02)) == 0
+    m = re.search(r"summary: (\d+) frames \((\d+) read, (\d+) dropped\), 0 reconnects", capsys.readouterr().out)
+    written, read, dropped = map(int, m.groups())
+    assert read == 30 and dropped > 0 and written + dropped == read
