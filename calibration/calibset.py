@@ -30,14 +30,15 @@ CACHE_VERSION = 1
 DEFAULT_MAX_IMAGES = 500
 
 
-def list_source_images(root: str | os.PathLike, splits: Sequence[str] = ("train", "val")) -> list[Path]:
+def list_source_images(root: str | os.PathLike, splits: Sequence[str] = ("train", "val"),
+                       flag: str = "--calib-data") -> list[Path]:
     """Image paths (sorted) of the first non-empty split of a dataset directory, or of a plain folder."""
     from runtime.data import open_dataset
 
     root_path = Path(root)
     if not root_path.is_dir():
-        raise ToolkitError(f"calibration data directory not found: {root}",
-                           fix="pass --calib-data DIR (a dataset root or a folder of images)")
+        raise ToolkitError(f"{flag} directory not found: {root}",
+                           fix=f"pass {flag} DIR (a dataset root or a folder of images)")
     last: ToolkitError | None = None
     for name in splits:
         try:
@@ -48,10 +49,10 @@ def list_source_images(root: str | os.PathLike, splits: Sequence[str] = ("train"
         paths = sorted(Path(p) for p in _dataset_paths(dataset))
         if paths:
             return paths
-    raise ToolkitError(f"no calibration images found in {root}",
+    raise ToolkitError(f"no images found in {root} ({flag})",
                        expected="a Cityscapes/ADE20k/VOC root or a folder of .png/.jpg images",
                        found=last.message if last else "0 images",
-                       fix="point --calib-data at a directory that holds images")
+                       fix=f"point {flag} at a directory that holds images")
 
 
 def _dataset_paths(dataset) -> list[str]:

@@ -75,11 +75,21 @@ def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: C
              "workspace_gib": workspace, "timing_cache": str(cache) if cache else None}
     meta = art.meta.replace(layout=("trt+fp16" if best else art.meta.layout),
                             precision=precision)
-    facts["verify"] = verify_engine(path, art.path, meta, args, log)
-    with atomic_open(sidecar_path(path), "w") as f:
-        json.dump({"meta": meta.to_dict(), "build": facts}, f, indent=1, sort_keys=True, default=str)
+    _write_sidecar(path, meta, facts)              # the runtime's TensorRT backend reads it
+    try:
+        facts["verify"] = verify_engine(path, art.path, meta, args, log)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        sidecar_path(path).unlink(missing_ok=True)
+        raise
+    _write_sidecar(path, meta, facts)
     log(f"wrote {path} and {sidecar_path(path).name}")
     return f"engine    {path}  (built in {result.seconds:.0f} s, {facts['route']})"
+
+
+def _write_sidecar(path: Path, meta: Any, facts: dict) -> None:
+    with atomic_open(sidecar_path(path), "w") as f:
+        json.dump({"meta": meta.to_dict(), "build": facts}, f, indent=1, sort_keys=True, default=str)
 
 
 def _engine_reusable(path: Path, key: str) -> bool:
@@ -122,6 +132,9 @@ def verify_engine(engine: Path, onnx_path: Path, meta: Any, args: argparse.Names
         out = run_batched(backend, tiles.tiles, backend.input_shape[0])
     stats = agreement(run_onnx(onnx_path, tiles.tiles), out)
     log(format_agreement(f"engine vs {onnx_path.name} (ONNX Runtime)", stats))
+    if stats.get("nonfinite"):
+        raise ToolkitError(f"the engine produced NaN/Inf: {format_agreement('engine', stats)}",
+                           fix="keep the attention in FP32 (the default) or build another precision")
     return {"against": onnx_path.name, "on": tiles.source, **stats}
 
 
@@ -132,7 +145,8 @@ def engines_from_files(args: argparse.Namespace, log: Callable) -> list[str]:
 
     ok, reason = tensorrt_status()
     if not ok:
-        raise ToolkitError(f"cannot build engines: {reason}", fix=INSTALL_HINT)
+        raise ToolkitError(f"cannot build engines: {reason}",
+                           fix=INSTALL_HINT.split(", or use")[0] + "; run this command on the target")
     lines = []
     for name in args.onnx:
         meta = read_onnx_meta(name)

@@ -225,7 +225,6 @@ def _layout_notes(layout: str, path: Path, problems_fn: Any, fused_fn: Any, coun
 
 def verification_data(data: str | None, calib_data: str | None) -> str | None:
     """Images for the checks: --data, else the calibration images, else None (synthetic scenes)."""
-    for d in (data, calib_data):
-        if d and os.path.isdir(d):
-            return d
-    return None
+    if data and not os.path.isdir(data):
+        raise ToolkitError(f"--data directory not found: {data}", fix="pass a dataset root or an image folder")
+    return data or calib_data

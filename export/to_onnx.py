@@ -222,7 +222,7 @@ def parity(model: Any, onnx_path: Path, tiles: Any, batch: int) -> dict[str, flo
         with torch.no_grad():
             return model(torch.from_numpy(x)).numpy()
 
-    reference = run_batched(torch_fn, tiles, batch)
+    reference = run_batched(torch_fn, tiles, batch, desc="PyTorch reference")
     return agreement(reference, run_onnx(onnx_path, tiles))
 
 

@@ -79,6 +79,8 @@ def check_flags(args: argparse.Namespace) -> None:
         need(not extra, f"{', '.join(extra)} do not apply to --onnx (the artifacts are already made)",
              "drop them, or use --model to make new artifacts")
         need(args.backend != "onnxruntime", "--onnx only builds TensorRT engines", "use --backend auto or tensorrt")
+        need(not args.int8 or args.int8_implicit, "--int8 with --onnx only means --int8 --int8-implicit",
+             "the precision of an artifact is in its file: pass the *_int8_trt.onnx artifact instead")
 
 
 def engine_mode(backend: str, log: Any) -> tuple[bool, str]:

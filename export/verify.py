@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -44,7 +45,7 @@ def image_tiles(root: str | os.PathLike, crop: Sequence[int], mean: Sequence[flo
     """``count`` tiles, one per image, from a seeded choice of images under ``root``."""
     from calibration.calibset import list_source_images, pick_tiles
 
-    paths = list_source_images(root, ("val", "train"))
+    paths = list_source_images(root, ("val", "train"), flag="--data")
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(paths), size=min(count, len(paths)), replace=False).tolist())
     tiles = pick_tiles([paths[i] for i in chosen], crop, None, mean, std, tiles_per_image=1, seed=seed)
@@ -74,10 +75,13 @@ def verification_tiles(data: str | os.PathLike | None, crop: Sequence[int], mean
     return synthetic_tiles(crop, mean, std, count, seed) or noise_tiles(crop, mean, std, min(count, 2), seed)
 
 
-def run_batched(fn: Any, tiles: np.ndarray, batch: int) -> np.ndarray:
+def run_batched(fn: Any, tiles: np.ndarray, batch: int, desc: str | None = None) -> np.ndarray:
     """Call ``fn`` on static batches of ``batch`` tiles (the last one zero-filled, then trimmed)."""
+    from tqdm import tqdm
+
     outs = []
-    for start in range(0, len(tiles), batch):
+    starts = range(0, len(tiles), batch)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=None if desc else True, leave=False):
         chunk = tiles[start:start + batch]
         real = len(chunk)
         if real < batch:
@@ -91,7 +95,8 @@ def run_onnx(path: str | os.PathLike, tiles: np.ndarray, threads: int | None = N
     from runtime.backends import open_backend
 
     with open_backend(str(path), backend="onnxruntime", threads=threads) as backend:
-        return run_batched(backend, tiles.astype(np.float32, copy=False), backend.input_shape[0])
+        return run_batched(backend, tiles.astype(np.float32, copy=False), backend.input_shape[0],
+                           desc=f"ONNX Runtime {Path(path).name}")
 
 
 def agreement(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:

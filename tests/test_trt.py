@@ -227,7 +227,8 @@ def test_onnx_mode_without_tensorrt(tmp_path, capsys):
     (["--int8-implicit"], "--int8-implicit needs --int8"),
     (["--fp16", "--backend", "onnxruntime", "--timing-cache", "t.cache"], "only apply to TensorRT"),
     (["--int8", "--calib-data", "x", "--calib-method", "minmax"], "unknown calibration method"),
-    (["--int8", "--calib-data", "missing_dir"], "calibration data directory not found"),
+    (["--int8", "--calib-data", "missing_dir"], "--calib-data directory not found"),
+    (["--fp16", "--data", "missing_dir"], "--data directory not found"),
     (["--fp16", "--keep-fp32", "Softmx"], "did you mean Softmax"),
     (["--fp16", "--crop", "100x100"], "does not fit"),
 ])
