@@ -51,7 +51,28 @@ def load_frames(args: Any, n: int) -> list[np.ndarray]:
 
 
 def sequential(backend: Any, tiler: Any, frames: list[np.ndarray], warmup: int) -> dict[str, float]:
-    """Backend-only and tiler FPS for frames already in memory, one after the other."""
+    """Backend-only and tiler FPS for frames in memory, one after the other, in a worker thread.
+
+    A worker thread like the pipeline's: a CPU runtime can behave very differently in the main
+    thread (PyTorch's OpenMP team spin-waits there; on a loaded 2-core machine that cost 100x).
+    """
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            out.update(_sequential(backend, tiler, frames, warmup))
+        except BaseException as exc:  # re-raised in the caller
+            out["error"] = exc
+
+    thread = threading.Thread(target=work, name="reference")
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out
+
+
+def _sequential(backend: Any, tiler: Any, frames: list[np.ndarray], warmup: int) -> dict[str, float]:
     for frame in frames[:warmup]:
         tiler.labels(backend, frame)
     infer = total = 0.0
