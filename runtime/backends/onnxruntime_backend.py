@@ -57,15 +57,18 @@ class OnnxRuntimeBackend(Backend):
     """An ONNX artifact in an ``onnxruntime.InferenceSession``.
 
     Options: ``providers`` (None = CPU; "cuda"; "tensorrt"; or an explicit list), ``threads``
-    (intra-op threads; None = ORT default, all cores), ``trt_cache_dir`` (TensorRT EP engine cache).
+    (intra-op threads; None = ORT default, all cores), ``trt_cache_dir`` (TensorRT EP engine cache),
+    ``spin`` (let idle intra-op threads busy-wait: off by default, since spinning threads take the CPU
+    from the capture / stitching threads of the demo and from other processes on a small device).
     """
 
     name = "onnxruntime"
 
     def __init__(self, artifact: str | os.PathLike, providers: str | Sequence[Any] | None = None,
-                 threads: int | None = None, trt_cache_dir: str | None = None) -> None:
+                 threads: int | None = None, trt_cache_dir: str | None = None, spin: bool = False) -> None:
         super().__init__(str(artifact))
         self.providers = providers
+        self.spin = spin
         self.threads = threads
         self.trt_cache_dir = trt_cache_dir
         self._session: Any = None
@@ -85,6 +88,8 @@ class OnnxRuntimeBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             opts.intra_op_num_threads = int(self.threads)
+        if not self.spin:   # idle ORT threads otherwise busy-wait and starve decode/stitch threads
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = resolve_providers(self.providers, ort.get_available_providers(), self.trt_cache_dir)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
