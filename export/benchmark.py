@@ -103,6 +103,8 @@ def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, P
     (trt, ort_art), walls["calibrate_quantize_verify"] = timed(lambda: make_int8(fp32, calib, req, verifier, log=log))
     arts["int8_trt"], arts["int8_ort"] = trt.path, ort_art.path
     walls["verify_tiles"] = len(tiles.tiles)
+    args.reused = {"export_fp32": reused, "fp16_convert": fp16.reused, "fp16_all_convert": all16.reused,
+                   "calib_set": calib.reused, "calibrate_quantize_verify": trt.reused and ort_art.reused}
     return arts, walls, build_model(source)
 
 
@@ -150,8 +152,9 @@ def agreement_study(args: argparse.Namespace, log: Callable) -> dict:
     fp32 = Artifact("fp32", path, meta, reused)
     verifier = Verifier(path, verification_tiles(args.calib_data, meta.crop, meta.mean, meta.std), False, log,
                         why_not="agreement study")
-    req = CalibRequest(args.calib_data, args.calib_method, None, args.calib_images)
-    arts = {"fp32": fp32, "fp16": make_fp16(fp32, verifier, log=log)}
+    req = CalibRequest(args.calib_data, args.calib_method, None, args.agreement_calib_images)
+    arts = {"fp32": fp32, "fp16": make_fp16(fp32, verifier, log=log),
+            "fp16_all": make_fp16(fp32, verifier, keep=(), log=log)}
     arts["int8_trt"], arts["int8_ort"] = make_int8(fp32, calibration_set(fp32, req), req, verifier, log=log)
     val = open_dataset(args.calib_data, split="val")
     tiler = Tiler()
@@ -167,31 +170,64 @@ def agreement_study(args: argparse.Namespace, log: Callable) -> dict:
                     meters[key].update(pred, sample.label)
     ref = labels["fp32"]
     result = {"model": args.agreement_model, "checkpoint": args.agreement_checkpoint, "crop": list(meta.crop),
-              "frames": len(ref), "data": args.calib_data}
+              "frames": len(ref), "data": args.calib_data, "calib_images": req.max_images,
+              "max_abs_attention_logit": attention_logit_max(path, val, meta)}
     for key in arts:
         agree = float(np.mean(np.concatenate([(a == b).ravel() for a, b in zip(labels[key], ref)])))
         result[key] = {"agreement_vs_fp32": agree, "miou": float(meters[key].miou())}
     return result
 
 
-def table(results: dict) -> str:
-    main, base = results["latency"]["main"], results["latency"]["main"]["ort_fp32"]["median_s"]
+def latency_rows(lat: dict) -> list[str]:
+    main, base = lat["main"], lat["main"]["ort_fp32"]["median_s"]
     eager = main["pytorch_eager_fp32"]["median_s"]
-    rows = ["| backend | median s/crop | min s/crop | speed-up vs ORT FP32 | vs PyTorch eager |",
+    rows = [f"latency per {lat['crop'][0]}x{lat['crop'][1]} crop, batch 1 (options: separate rounds)",
+            "| backend | median s/crop | min s/crop | speed-up vs ORT FP32 | vs PyTorch eager |",
             "|---|---:|---:|---:|---:|"]
-    for name, r in list(main.items()) + list(results["latency"]["options"].items()):
+    for name, r in list(main.items()) + list(lat["options"].items()):
         rows.append(f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {base / r['median_s']:.2f}x | "
                     f"{eager / r['median_s']:.2f}x |")
-    rows.append("")
-    rows.append("| step (wall, incl. ORT verification) | seconds |")
+    return rows
+
+
+def attention_logit_max(fp32_path: Path, frames: Any, meta: Any) -> float:
+    """Largest |Softmax input| of the FP32 model over the frames (FP16 overflows above 65504)."""
+    import onnx
+    import onnxruntime as ort
+
+    from runtime.preprocess import normalize
+    from runtime.tiling import extract_tiles
+
+    model = onnx.load(str(fp32_path))
+    soft = [n.input[0] for n in model.graph.node if n.op_type == "Softmax"]
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in soft)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    peak = 0.0
+    for sample in frames:
+        tiles, _ = extract_tiles(normalize(sample.image, meta.mean, meta.std), meta.crop)
+        for tile in tiles:
+            outs = sess.run(soft, {meta.input_name: tile[None]})
+            peak = max(peak, *(float(np.abs(o).max()) for o in outs))
+    return peak
+
+
+def table(results: dict) -> str:
+    rows = []
+    if "latency" in results:
+        rows += latency_rows(results["latency"]) + [""]
+    rows.append("| step (wall, incl. its ONNX Runtime verification) | seconds |")
     rows.append("|---|---:|")
-    rows += [f"| {k} | {v:.1f} |" for k, v in results["walls"].items() if k != "verify_tiles"]
+    reused = results.get("reused", {})
+    rows += [f"| {k}{' (reused, not rebuilt)' if reused.get(k) else ''} | {v:.1f} |"
+             for k, v in results["walls"].items() if k != "verify_tiles"]
     if "agreement" in results:
         a = results["agreement"]
         rows += ["", f"agreement with FP32 on {a['frames']} val frames of {a['data']} ({a['model']}, crop "
-                     f"{a['crop'][0]}x{a['crop'][1]}):", "| artifact | pixel agreement vs FP32 | mIoU |", "|---|---:|---:|"]
+                     f"{a['crop'][0]}x{a['crop'][1]}, INT8 calibrated on {a['calib_images']} train images; "
+                     f"max |attention logit| {a['max_abs_attention_logit']:.1f}, FP16 max 65504):",
+                 "| artifact | pixel agreement vs FP32 | mIoU |", "|---|---:|---:|"]
         rows += [f"| {k} | {100 * a[k]['agreement_vs_fp32']:.3f}% | {100 * a[k]['miou']:.2f} |"
-                 for k in ("fp32", "fp16", "int8_trt", "int8_ort")]
+                 for k in ("fp32", "fp16", "fp16_all", "int8_trt", "int8_ort")]
     return "\n".join(rows)
 
 
@@ -209,12 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--agreement-checkpoint")
     ap.add_argument("--agreement-model", default="r18os8_cityscapes")
     ap.add_argument("--agreement-crop")
+    ap.add_argument("--agreement-calib-images", type=int, default=64)
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args(argv)
     log = print
     results: dict[str, Any] = {"model": args.model, "threads": args.threads, "cpu": platform.processor()
                                or platform.machine(), "argv": list(argv if argv is not None else sys.argv[1:])}
     arts, results["walls"], model = make_artifacts(args, log)
+    results["reused"] = args.reused
     if not args.skip_latency:
         results["latency"] = run_latency(args, arts, model, log)
     if args.agreement_checkpoint:
@@ -223,8 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with atomic_open(Path(args.out) / "benchmark.json", "w") as f:
         json.dump(results, f, indent=1, default=str)
-    if "latency" in results:
-        print(table(results))
+    print(table(results))
     print(f"wrote {Path(args.out) / 'benchmark.json'}")
     return 0
 
