@@ -272,11 +272,16 @@ def test_real_fp16_engine_with_sidecar(tmp_path):
 @pytest.mark.trt
 @pytest.mark.skipif(not HAVE_TRT, reason=f"needs TensorRT and a CUDA GPU: {TRT_REASON}")
 def test_real_int8_engine_from_qdq(tmp_path):
+    import cv2
+    import numpy as np
+
     from export.to_trt import main
     from runtime.artifact import read_sidecar
-    from tests.test_calibration import write_images
+    from samples.generate import render_scene
 
-    write_images(tmp_path / "imgs", 4)
+    (tmp_path / "imgs").mkdir()
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "imgs" / f"{i}.png"), render_scene(np.random.default_rng(i), 96, 200)[0][:, :, ::-1])
     out = tmp_path / "out"
     assert run_cli(main, TINY + ["--int8", "--calib-data", str(tmp_path / "imgs"), "--calib-method", "max",
                                  "--out", str(out), "--backend", "tensorrt", "--quiet"]) == 0
