@@ -287,3 +287,20 @@ def test_real_int8_engine_from_qdq(tmp_path):
                                  "--out", str(out), "--backend", "tensorrt", "--quiet"]) == 0
     meta, build = read_sidecar(out / "tiny_cityscapes_64x128_int8.engine")
     assert meta.precision == "int8" and meta.layout == "trt" and build["verify"]["nonfinite"] == 0
+
+
+def test_empty_or_corrupt_calibration_data(tmp_path, capsys):
+    from export.to_trt import main
+
+    empty, corrupt, out = tmp_path / "empty", tmp_path / "corrupt", tmp_path / "out"
+    empty.mkdir()
+    corrupt.mkdir()
+    (corrupt / "frame.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    base = TINY + ["--int8", "--out", str(out), "--backend", "onnxruntime", "--quiet", "--calib-data"]
+    assert run_cli(main, base + [str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "no images found" in err and err.count("\n") == 1
+    assert run_cli(main, base + [str(corrupt)]) == 2
+    err = capsys.readouterr().err
+    assert "frame.png" in err and err.count("\n") == 1
+    assert [p for p in out.rglob("*") if p.is_file()] == []   # the parity check reads the same images
