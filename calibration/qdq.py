@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from calibration.graph import DEFAULT_KEEP_INT8, name_nodes, select_nodes
+from calibration.graph import DEFAULT_KEEP_INT8, fold_attention_scale, name_nodes, select_nodes
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_path
 
@@ -78,13 +78,16 @@ def parse_method(text: str) -> tuple[str, float | None]:
 
 
 def preprocess(fp32_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
-    """ORT's quantization pre-processing (shape inference + basic graph clean-up), nodes named."""
+    """ORT's quantization pre-processing (shape inference + basic graph clean-up), nodes named,
+    the attention scale folded onto the small MatMul operand (:func:`fold_attention_scale`)."""
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
     model = onnx.load(str(out_path))
     name_nodes(model.graph, "q")
+    fold_attention_scale(model.graph)
+    onnx.checker.check_model(model)
     onnx.save(model, str(out_path))
 
 

@@ -20,7 +20,7 @@ from runtime.errors import ToolkitError
 from runtime.fileio import atomic_path, sha256_file
 
 FP16_RECIPE = 1
-INT8_RECIPE = 1
+INT8_RECIPE = 2            # 2: attention scale folded before quantisation
 FP16_MIN_AGREEMENT = 0.995
 INT8_MIN_AGREEMENT = 0.95
 
@@ -158,7 +158,7 @@ def make_int8(fp32: Artifact, calib: Any, req: CalibRequest, verifier: Verifier,
     cdir = fp32.path.parent / "calibration"
     pre = _preprocessed(fp32.path, fp32_sha, cdir)
     tag = req.method + (f"-{req.percentile}" if req.percentile else "")
-    ranges = cdir / f"ranges_{fp32_sha[:12]}_{calib.key[:12]}_{tag}.json"
+    ranges = cdir / f"ranges{INT8_RECIPE}_{fp32_sha[:12]}_{calib.key[:12]}_{tag}.json"
     from calibration.qdq import compute_ranges
 
     log(calib.describe())
@@ -175,7 +175,7 @@ def make_int8(fp32: Artifact, calib: Any, req: CalibRequest, verifier: Verifier,
 def _preprocessed(fp32_path: Path, fp32_sha: str, cdir: Path) -> Path:
     from calibration.qdq import preprocess
 
-    pre = cdir / f"pre_{fp32_sha[:12]}.onnx"
+    pre = cdir / f"pre{INT8_RECIPE}_{fp32_sha[:12]}.onnx"
     if not pre.is_file():
         with atomic_path(pre) as tmp:
             preprocess(fp32_path, tmp)

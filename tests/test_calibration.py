@@ -220,3 +220,26 @@ def test_legacy_calibration_cache_is_atomic(tmp_path, int8):
         shapes.append(batch.shape)
         assert batch.dtype == np.float32 and batch.flags["C_CONTIGUOUS"]
     assert shapes == [(3, 3, 64, 128), (3, 3, 64, 128)]
+
+
+def test_attention_scale_folding_keeps_the_output(int8):
+    import onnx
+    import onnxruntime as ort
+
+    from calibration.graph import fold_attention_scale, producers
+
+    model = onnx.load(str(int8["fp32"].path))
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    assert fold_attention_scale(folded.graph) == 1
+    onnx.checker.check_model(folded, full_check=True)
+    prod = producers(folded.graph)
+    soft = next(n for n in folded.graph.node if n.op_type == "Softmax")
+    matmul = prod[soft.input[0]]
+    assert matmul.op_type == "MatMul" and prod[matmul.input[0]].op_type == "Mul"
+    x = int8["calib"].tile(0)[None]
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+    np.testing.assert_allclose(run(folded), run(model), rtol=1e-4, atol=1e-4)
