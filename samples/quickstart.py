@@ -1,0 +1,92 @@
+"""End-to-end quickstart on the synthetic sample set, the first thing a new user runs.
+
+    python -m samples.quickstart [--data data/synth_cityscapes] [--run runs/r18os8_synth]
+                                 [--artifacts artifacts/quickstart] [--retrain] [--limit N]
+
+1. generates the synthetic Cityscapes-format set (skipped when it is already there),
+2. trains the r18os8 sample model with ``--preset synthetic`` (reused when ``best.pth`` exists),
+3. exports FP32, FP16 and INT8 (TensorRT and ONNX-Runtime-CPU layouts) ONNX artifacts, calibrated on
+   100 seeded images of the set (``--calib-images``), and verifies each with ONNX Runtime,
+4. runs the accuracy gate: every artifact against the PyTorch FP32 reference on the val split, and
+   prints the mIoU / drop table (exit code non-zero when a drop exceeds its limit).
+
+Each step is the same command a user would type; this script only chains them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runtime.cli import run_cli
+from runtime.errors import ToolkitError
+
+MODEL = "r18os8_cityscapes"
+CROP = "256x256"
+
+
+def step(title: str, command: str, args: list[str], main: Callable[[Sequence[str]], int | None]) -> float:
+    """Run one toolkit command (``command`` + ``args``) in-process, echoing it; non-zero exit stops."""
+    print(f"\n== {title}\n$ {command} {' '.join(args)}", flush=True)
+    t0 = time.perf_counter()
+    code = int(main(args) or 0)
+    elapsed = time.perf_counter() - t0
+    print(f"-- {title}: {elapsed:.0f} s", flush=True)
+    if code:
+        raise ToolkitError(f"step '{title}' failed with exit code {code}", fix="see its output above")
+    return elapsed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m samples.quickstart", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="data/synth_cityscapes", help="synthetic dataset root")
+    ap.add_argument("--run", default="runs/r18os8_synth", help="training run directory")
+    ap.add_argument("--artifacts", default="artifacts/quickstart", help="where the ONNX artifacts go")
+    ap.add_argument("--report", default="runs/quickstart_report", help="accuracy report directory")
+    ap.add_argument("--retrain", action="store_true", help="train even if <run>/best.pth exists")
+    ap.add_argument("--limit", type=int, help="evaluate on the first N val images only")
+    ap.add_argument("--calib-images", type=int, default=100,
+                    help="INT8 calibration images (export's default is 500; 100 keeps the quickstart short)")
+    args = ap.parse_args(argv)
+
+    from export.to_trt import main as export_main
+    from models.train import main as train_main
+    from runtime.evaluate import main as evaluate_main
+    from samples.generate import main as generate_main
+
+    t_start = time.perf_counter()
+    times = {"generate": step("generate the synthetic set",
+                              "python -m samples.generate", ["--out", args.data], generate_main)}
+    ckpt = Path(args.run) / "best.pth"
+    if ckpt.is_file() and not args.retrain:
+        print(f"\n== train: reusing {ckpt} (pass --retrain to train again)")
+    else:
+        times["train"] = step("train the sample model", "python -m models.train", [
+            "--model", MODEL, "--data", args.data, "--preset", "synthetic",
+            "--out", args.run], train_main)
+    common = ["--model", MODEL, "--checkpoint", str(ckpt), "--crop", CROP, "--out", args.artifacts,
+              "--data", args.data, "--backend", "onnxruntime"]
+    times["export fp16"] = step("export FP32 + FP16", "python export/to_trt.py", [*common, "--fp16"],
+                                export_main)
+    times["export int8"] = step("export + calibrate INT8", "python export/to_trt.py", [
+        *common, "--int8", "--calib-data", args.data, "--calib-images", str(args.calib_images)], export_main)
+    artifacts = sorted(str(p) for p in Path(args.artifacts).glob(f"{MODEL}_{CROP}*.onnx"))
+    evaluate = ["--data", args.data, "--reference", MODEL,
+                "--checkpoint", str(ckpt), "--crop", CROP, "--artifacts", *artifacts, "--out", args.report]
+    if args.limit:
+        evaluate += ["--limit", str(args.limit)]
+    times["evaluate"] = step("accuracy gate vs the PyTorch reference", "python -m runtime.evaluate", evaluate,
+                             evaluate_main)
+    total = time.perf_counter() - t_start
+    print("\nquickstart done in {:.0f} s ({})".format(total, ", ".join(f"{k} {v:.0f} s" for k, v in times.items())))
+    print(f"report: {args.report}/  artifacts: {args.artifacts}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
