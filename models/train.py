@@ -36,11 +36,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from models.checkpoints import load_checkpoint, read_state_dict, save_checkpoint
-from models.transforms import TrainTransform
+from models.transforms import AugmentedDataset, IterationBatches, TrainTransform
 from models.zoo import get_variant
 from runtime.cli import parse_hw, run_cli
 from runtime.errors import ToolkitError
-from runtime.fileio import atomic_open, ensure_writable_dir
+from runtime.fileio import ensure_writable_dir
 
 RECIPE = dict(crop=None, base_size=None, iters=80000, batch_size=8, lr=0.01, min_lr=1e-4, momentum=0.9,
               weight_decay=5e-4, power=0.9, aux_weight=0.4, amp="auto", workers=4, val_every=4000,
@@ -75,7 +75,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for flag, kind in (("iters", int), ("batch-size", int), ("lr", float), ("min-lr", float),
                        ("momentum", float), ("weight-decay", float), ("power", float),
                        ("aux-weight", float), ("workers", int), ("val-every", int), ("save-every", int)):
-        p.add_argument(f"--{flag}", type=kind, help=f"default {RECIPE[flag.replace('-', '_')]}")
+        p.add_argument(f"--{flag}", type=kind, help=f"default {RECIPE[flag.replace('-', '_')]}"
+                       + (" (per process)" if flag == "batch-size" else ""))
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
                    help="autocast: auto = bf16 on CUDA with bf16 / CPUs with AMX, fp16 on older GPUs")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>)")
@@ -103,6 +104,9 @@ def check_args(args: argparse.Namespace) -> None:
     for key in ("val_every", "save_every", "workers"):
         if getattr(args, key) < 0:
             raise ToolkitError(f"--{key.replace('_', '-')} must be >= 0", found=str(getattr(args, key)))
+    if args.resume is not None and args.checkpoint:
+        raise ToolkitError("--resume and --checkpoint conflict", fix="--resume restores the weights itself; "
+                           "use --checkpoint only to start a new run from given weights")
     if args.crop:
         parse_hw(args.crop)
     if args.base_size:
@@ -147,54 +151,13 @@ def poly_lr(base: float, it: int, total: int, power: float = 0.9, min_lr: float 
     return (base - min_lr) * (1.0 - min(it, total) / total) ** power + min_lr
 
 
-class TrainSet(torch.utils.data.Dataset):
-    """Wraps a :mod:`runtime.data` dataset; item key (index, draw) seeds that sample's augmentation."""
-
-    def __init__(self, dataset: Any, transform: TrainTransform, seed: int) -> None:
-        self.dataset, self.transform, self.seed = dataset, transform, seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index, draw = key
-        sample = self.dataset[index]
-        if sample.label is None:
-            raise ToolkitError(f"training image {sample.image_path} has no label",
-                               fix="train on a dataset with ground truth (--data with gtFine / labels)")
-        image, label = self.transform(sample.image, sample.label, np.random.default_rng([self.seed, draw]))
-        return torch.from_numpy(image), torch.from_numpy(label.astype(np.int64))
-
-
-class IterationSampler(torch.utils.data.Sampler):
-    """Batches for iterations [start, total): per-epoch permutations, sharded over ranks like
-    DistributedSampler. Global draw d = it * batch * world + rank * batch + j, so the data order
-    depends only on (seed, iteration) and a resumed run sees exactly the samples it would have seen."""
-
-    def __init__(self, n: int, batch: int, rank: int, world: int, seed: int, start: int, total: int) -> None:
-        self.n, self.batch, self.rank, self.world = n, batch, rank, world
-        self.seed, self.start, self.total = seed, start, total
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start)
-
-    def _index(self, draw: int) -> int:
-        epoch, pos = divmod(draw, self.n)
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, 1 << 20, epoch]).permutation(self.n))
-        return int(self._perm[1][pos])
-
-    def __iter__(self):
-        for it in range(self.start, self.total):
-            first = (it * self.world + self.rank) * self.batch
-            yield [(self._index(d), d) for d in range(first, first + self.batch)]
-
-
 def _worker_init(_: int) -> None:
     import cv2
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is handled by the main process (StopFlag)
+    # Ctrl-C / SIGTERM to the process group: the main process finishes the iteration and saves
+    # (StopFlag); a worker dying first would make it crash instead. Workers exit with the loader.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -210,8 +173,8 @@ def build_loader(args: argparse.Namespace, rt: Runtime, variant: Any, start: int
     base = parse_hw(args.base_size, "--base-size")[::-1] if args.base_size else info.base_size
     transform = TrainTransform(crop=crop, base_size=base, mean=info.mean, std=info.std,
                                ignore_index=info.ignore_index)
-    sampler = IterationSampler(len(ds), args.batch_size, rt.rank, rt.world, args.seed, start, args.iters)
-    return torch.utils.data.DataLoader(TrainSet(ds, transform, args.seed), batch_sampler=sampler,
+    batches = IterationBatches(len(ds), args.batch_size, rt.rank, rt.world, args.seed, start, args.iters)
+    return torch.utils.data.DataLoader(AugmentedDataset(ds, transform, args.seed), batch_sampler=batches,
                                        num_workers=args.workers, worker_init_fn=_worker_init,
                                        pin_memory=rt.device.type == "cuda", persistent_workers=False)
 
@@ -221,8 +184,7 @@ def build_model(args: argparse.Namespace, rt: Runtime) -> tuple[torch.nn.Module,
     from models import create_model
 
     torch.manual_seed(args.seed)
-    init = args.checkpoint if args.checkpoint and args.resume is None else None
-    model = create_model(args.model, checkpoint=init).to(rt.device).train()
+    model = create_model(args.model, checkpoint=args.checkpoint).to(rt.device).train()
     note = "BatchNorm"
     if rt.world > 1 and rt.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -11,7 +11,7 @@ reproduces a sample exactly (the training loop derives one generator per sample)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -150,6 +150,50 @@ class TrainTransform:
         return chw, label
 
 
-def eval_transform(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Validation input: the whole frame, normalised (no resize, no crop)."""
-    return normalize(image, mean, std)
+class AugmentedDataset:
+    """A :mod:`runtime.data` dataset through ``transform``; item key ``(index, draw)`` seeds the draw.
+
+    Items are (float32 3xHxW, int64 HxW) numpy arrays (a DataLoader collates them into tensors).
+    """
+
+    def __init__(self, dataset: Any, transform: TrainTransform, seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        from runtime.errors import ToolkitError
+
+        index, draw = key
+        sample = self.dataset[index]
+        if sample.label is None:
+            raise ToolkitError(f"training image {sample.image_path} has no label",
+                               fix="train on a dataset with ground truth (gtFine / label files)")
+        image, label = self.transform(sample.image, sample.label, np.random.default_rng([self.seed, draw]))
+        return image, label.astype(np.int64)
+
+
+class IterationBatches:
+    """Batch keys for iterations [start, total): per-epoch permutations sharded over ranks (as
+    DistributedSampler). Global draw d = (it * world + rank) * batch + j, so the data order and
+    augmentation depend only on (seed, iteration): a resumed run sees exactly the same samples."""
+
+    def __init__(self, n: int, batch: int, rank: int, world: int, seed: int, start: int, total: int) -> None:
+        self.n, self.batch, self.rank, self.world = n, batch, rank, world
+        self.seed, self.start, self.total = seed, start, total
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+    def index(self, draw: int) -> int:
+        epoch, pos = divmod(draw, self.n)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, 1 << 20, epoch]).permutation(self.n))
+        return int(self._perm[1][pos])
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for it in range(self.start, self.total):
+            first = (it * self.world + self.rank) * self.batch
+            yield [(self.index(d), d) for d in range(first, first + self.batch)]

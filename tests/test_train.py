@@ -117,6 +117,17 @@ def test_photometric_distortion_is_seeded_uint8():
     assert sum(changed) >= 7
 
 
+def test_iteration_batches_shard_epochs_and_resume_offset():
+    full = list(T.IterationBatches(10, 3, 0, 1, seed=0, start=0, total=6))
+    draws = [d for batch in full for _, d in batch]
+    assert draws == list(range(18))
+    assert sorted(i for batch in full[:4] for i, d in batch if d < 10) == list(range(10))  # epoch 0
+    ranks = [list(T.IterationBatches(10, 2, r, 2, seed=0, start=0, total=5)) for r in (0, 1)]
+    seen = sorted(i for r in ranks for batch in r for i, _ in batch)
+    assert seen == sorted(list(range(10)) * 2)  # two epochs over both ranks, each index once per epoch
+    assert list(T.IterationBatches(10, 3, 0, 1, seed=0, start=4, total=6)) == full[4:]
+
+
 # ----------------------------------------------------------------------------- training
 
 def test_poly_lr_schedule():
