@@ -46,7 +46,7 @@ RECIPE = dict(crop=None, base_size=None, iters=80000, batch_size=8, lr=0.01, min
               weight_decay=5e-4, power=0.9, aux_weight=0.4, amp="auto", workers=4, val_every=4000,
               save_every=4000)
 # Measured on a 2-core CPU (AMX bf16) for `python -m samples.generate` frames (256x512): see README.
-PRESETS = {"synthetic": dict(crop="256x256", base_size="512x256", iters=1300, batch_size=4, lr=0.02,
+PRESETS = {"synthetic": dict(crop="256x256", base_size="512x256", iters=1000, batch_size=4, lr=0.02,
                              amp="auto", workers=1, val_every=250, save_every=250)}
 
 
