@@ -8,6 +8,7 @@ per ``output_kind``. Attributes: ``name``, ``precision``, ``input_shape``, ``num
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from runtime.artifact import ArtifactMeta
 from runtime.errors import ToolkitError
 
 
-class Backend:
+class Backend(ABC):
     """Base class: lifecycle, input checks and the attributes every backend exposes."""
 
     name = "backend"
@@ -47,11 +48,13 @@ class Backend:
             self._open = False
             self._release()
 
-    def _allocate(self) -> None:   # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _allocate(self) -> None:
+        """Open the model / session / engine and its buffers."""
 
-    def _release(self) -> None:   # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _release(self) -> None:
+        """Free everything _allocate took; may run after a partial _allocate."""
 
     # -- attributes -------------------------------------------------------------------------------
     @property
@@ -100,8 +103,9 @@ class Backend:
         batch = self.check_batch(batch)
         return self._infer(batch)
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:   # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run one checked batch; return logits or labels as numpy."""
 
     def check_batch(self, batch: np.ndarray) -> np.ndarray:
         """Validate a float32 NCHW batch against the input shape; returns it C-contiguous."""
