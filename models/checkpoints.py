@@ -102,7 +102,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     """Write ``{'model': state_dict, **extra}`` atomically (the format :func:`load_checkpoint` reads)."""
     target = model.module if hasattr(model, "module") else model
     with atomic_path(path) as tmp:
-        torch.save({"model": target.state_dict(), **extra}, tmp)
+        # contiguous: a channels_last training run must not leave NHWC strides in the released file
+        state = {k: v.contiguous() for k, v in target.state_dict().items()}
+        torch.save({"model": state, **extra}, tmp)
     return Path(path)
 
 

@@ -101,6 +101,10 @@ def test_checkpoint_round_trip_bit_exact(tmp_path):
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), k
     assert torch.load(path, weights_only=True)["cur_iter"] == 7
+    model = model.to(memory_format=torch.channels_last)             # as models.train trains it
+    saved = torch.load(save_checkpoint(tmp_path / "cl.pth", model), weights_only=True)["model"]
+    assert saved["decoder.0.weight"].is_contiguous()
+    assert torch.equal(saved["decoder.0.weight"], model.state_dict()["decoder.0.weight"])
     assert not list(tmp_path.glob(".*tmp"))
 
 

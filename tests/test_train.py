@@ -157,6 +157,37 @@ def test_train_step_lowers_loss_on_fixed_batch():
     assert losses[-1] < 0.85 * losses[0]
 
 
+def test_ohem_keeps_hard_pixels_and_min_kept():
+    from models.train import ohem_cross_entropy
+
+    # 6 pixels, 2 classes; true-class probabilities sigmoid(z): 0.12, 0.27, 0.5, 0.73, 0.88, (ignored)
+    z = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0, 0.0])
+    logits = torch.stack([torch.zeros(6), z]).reshape(1, 2, 1, 6)
+    label = torch.tensor([[[1, 1, 1, 1, 1, 255]]])
+    pixel = torch.nn.functional.softplus(-z)                  # -log sigmoid(z)
+    got = ohem_cross_entropy(logits, label, 255, thresh=0.6, min_kept=1)
+    assert got == pytest.approx(float(pixel[:3].mean()))     # p <= 0.6: the three hardest
+    got = ohem_cross_entropy(logits, label, 255, thresh=0.6, min_kept=4)
+    assert got == pytest.approx(float(pixel[:4].mean()))     # min_kept raises the threshold
+    plain = torch.nn.functional.cross_entropy(logits, label, ignore_index=255)
+    assert ohem_cross_entropy(logits, label, 255, thresh=1.0, min_kept=1) == pytest.approx(float(plain))
+    assert float(ohem_cross_entropy(logits, torch.full_like(label, 255), 255, 0.7, 10)) == 0.0
+
+
+def test_train_step_with_ohem_lowers_loss():
+    from models import create_model
+    from models.train import Runtime, train_step
+
+    torch.manual_seed(0)
+    model = create_model("tiny_cityscapes").train()
+    label = torch.from_numpy(np.random.default_rng(1).integers(0, 3, (2, 64, 128))).long()
+    image = torch.eye(3)[label].permute(0, 3, 1, 2).contiguous() + 0.1 * torch.randn(2, 3, 64, 128)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    rt = Runtime(0, 1, 0, torch.device("cpu"), None)
+    losses = [train_step(model, (image, label), opt, None, rt, 0.4, 255, (0.7, 1000)) for _ in range(6)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     from samples.generate import generate_dataset
@@ -220,6 +251,8 @@ def test_cli_user_errors(synth, tmp_path):
         main(_args(synth, tmp_path, "--resume", str(tmp_path / "weights.pth")))
     with pytest.raises(ToolkitError, match="iters"):
         main(_args(synth, tmp_path, "--iters", "0"))
+    with pytest.raises(ToolkitError, match="--ohem-thresh"):
+        main(_args(synth, tmp_path, "--ohem-thresh", "1.5"))
     proc = subprocess.run([sys.executable, "-m", "models.train", *_args(synth, tmp_path, "--model", "r18os9")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown model variant")
