@@ -42,6 +42,18 @@ def step(title: str, command: str, args: list[str], main: Callable[[Sequence[str
     return elapsed
 
 
+def check_reusable(ckpt: Path) -> None:
+    """A run left by an older version (e.g. the r18os8 head was 512 channels wide) must not fail
+    later inside the export with a shape list: say at once that it has to be retrained."""
+    from models import create_model
+
+    try:
+        create_model(MODEL, checkpoint=str(ckpt))
+    except ToolkitError as exc:
+        raise ToolkitError(f"cannot reuse {ckpt}: {exc.message}",
+                           fix="python -m samples.quickstart --retrain (or delete the run directory)") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m samples.quickstart", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="data/synth_cityscapes", help="synthetic dataset root")
@@ -67,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ckpt = Path(args.run) / "best.pth"
     if ckpt.is_file() and not args.retrain:
         print(f"\n== train: reusing {ckpt} (pass --retrain to train again)")
+        check_reusable(ckpt)
     else:
         times["train"] = step("train the sample model", "python -m models.train", [
             "--model", MODEL, "--data", args.data, "--preset", "synthetic",
