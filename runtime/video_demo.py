@@ -33,10 +33,8 @@ from runtime.video_pipeline import Pipeline, Result, Stats
 WINDOW = "NonLocalNet demo"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.video_demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="camera index, /dev/videoN, video file, image folder, URL or GStreamer pipeline")
+def add_model_arguments(p: argparse.ArgumentParser) -> Any:
+    """The model / backend / tiling flags (shared with ``runtime.segment``); returns the group."""
     m = p.add_argument_group("model")
     m.add_argument("--model", required=True, help=".onnx / .engine artifact or a variant name (PyTorch)")
     m.add_argument("--checkpoint", help="PyTorch only: checkpoint .pth (or 'pretrained')")
@@ -48,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", help="PyTorch: cpu / cuda[:N]; TensorRT: GPU index")
     m.add_argument("--providers", help="ONNX Runtime: cpu | cuda | tensorrt")
     m.add_argument("--threads", type=int, help="CPU threads for PyTorch / ONNX Runtime")
+    return m
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.video_demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="camera index, /dev/videoN, video file, image folder, URL or GStreamer pipeline")
+    m = add_model_arguments(p)
     m.add_argument("--workers", default="auto",
                    help="inference threads sharing the backend (auto: 2, or 1 for TensorRT engines)")
     v = p.add_argument_group("display and recording")

@@ -1,0 +1,34 @@
+"""Console entry points (setup.cfg): ``nonlocalnet-<command>`` runs ``python -m <module>``."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from runtime.cli import run_cli
+
+COMMANDS = {
+    "quickstart": "samples.quickstart",
+    "generate": "samples.generate",
+    "train": "models.train",
+    "export-onnx": "export.to_onnx",
+    "export": "export.to_trt",
+    "evaluate": "runtime.evaluate",
+    "benchmark": "runtime.benchmark",
+    "segment": "runtime.segment",
+    "video-demo": "runtime.video_demo",
+}
+
+
+def _run(command: str) -> None:
+    sys.exit(run_cli(importlib.import_module(COMMANDS[command]).main))
+
+
+def quickstart() -> None: _run("quickstart")          # noqa: E704
+def generate() -> None: _run("generate")              # noqa: E704
+def train() -> None: _run("train")                    # noqa: E704
+def export_onnx() -> None: _run("export-onnx")        # noqa: E704
+def export() -> None: _run("export")                  # noqa: E704
+def evaluate() -> None: _run("evaluate")              # noqa: E704
+def benchmark() -> None: _run("benchmark")            # noqa: E704
+def segment() -> None: _run("segment")                # noqa: E704
+def video_demo() -> None: _run("video-demo")          # noqa: E704
