@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--out", args.run], train_main)
     common = ["--model", MODEL, "--checkpoint", str(ckpt), "--crop", CROP, "--out", args.artifacts,
               "--data", args.data, "--backend", "onnxruntime"]
-    times["export fp16"] = step("export FP32 + FP16", "python export/to_trt.py", [*common, "--fp16"],
+    times["export fp32+fp16"] = step("export FP32 + FP16", "python export/to_trt.py", [*common, "--fp16"],
                                 export_main)
     times["export int8"] = step("export + calibrate INT8", "python export/to_trt.py", [
         *common, "--int8", "--calib-data", args.data, "--calib-images", str(args.calib_images),
