@@ -193,7 +193,7 @@ def build_model(args: argparse.Namespace, rt: Runtime) -> tuple[torch.nn.Module,
     from models import create_model
 
     torch.manual_seed(args.seed)
-    # channels_last: oneDNN (CPU) and cuDNN (CUDA) convolutions run NHWC natively, 1.15-1.3x per step
+    # channels_last: oneDNN (CPU) and cuDNN (CUDA) convolutions run NHWC natively (CPU bf16: 1.17x per step)
     model = create_model(args.model, checkpoint=args.checkpoint).to(rt.device).train()
     model = model.to(memory_format=torch.channels_last)
     note = "BatchNorm"
@@ -223,7 +223,7 @@ def ohem_cross_entropy(logits: torch.Tensor, label: torch.Tensor, ignore_index: 
         return pixel.sum() * 0.0
     with torch.no_grad():
         prob = torch.exp(-pixel[valid])          # softmax probability of the true class
-        kth = prob.sort().values[min(max(min_kept, 1), prob.numel()) - 1]
+        kth = prob.kthvalue(min(max(min_kept, 1), prob.numel())).values
         threshold = torch.clamp(kth, min=thresh)
         keep = valid.clone()
         keep[valid] = prob <= threshold

@@ -126,8 +126,8 @@ def _build_table() -> dict[str, Variant]:
             url = RELEASE_URL.format(depth=depth, os=os_, dataset=ds)
             table[name] = Variant(name, depth, os_, DATASETS[ds], miou, url)
     for ds in DATASETS:   # edge variant: basic-block ResNet-18, not published. Head widths follow
-        # mmsegmentation's r18-d8 configs (decode 128, auxiliary 64 channels): a 512-wide head would
-        # cost more than the whole ResNet-18 and train 1.4x slower for no accuracy on the sample set.
+        # mmsegmentation's r18-d8 configs (decode 128, auxiliary 64 channels); a 512-wide head made a
+        # training step 1.4x slower and was less accurate on the sample set (README, Training).
         table[f"r18os8_{ds}"] = Variant(f"r18os8_{ds}", 18, 8, DATASETS[ds], head_channels=128, aux_channels=64)
     table["tiny_cityscapes"] = Variant("tiny_cityscapes", 18, 8, DATASETS["cityscapes"], stem_width=16,
                                        base_width=8, head_channels=32, aux_channels=32,

@@ -164,7 +164,7 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
     tiler = Tiler(crop=None, stride=stride, mode=mode)
     ref_backend = open_backend(reference, backend="torch", checkpoint=checkpoint, crop=crop, device=device)
     refs: list = []
-    opts = {"save_dir": save_dir, "dataset_name": _dataset_name(reference), "cache_refs": refs}
+    opts = {"save_dir": save_dir, "dataset_name": dataset_name_of(reference), "cache_refs": refs}
     t0 = time.perf_counter()
     with ref_backend:
         ref_row = _run_backend(ref_backend, dataset, tiler, None, opts)
@@ -199,7 +199,7 @@ def _check_dataset(dataset: Any, reference: str, data: str) -> None:
                            fix="evaluate a model trained on this dataset, or pass the matching --data")
 
 
-def _dataset_name(reference: str) -> str:
+def dataset_name_of(reference: str) -> str:
     from models.zoo import get_variant
     return get_variant(reference).dataset.name
 
@@ -216,7 +216,7 @@ def train_to_label_ids(pred: np.ndarray) -> np.ndarray:
     return lut[pred.astype(np.uint8)]
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: np.ndarray) -> None:
     import cv2
 
     from runtime.fileio import atomic_open
@@ -237,14 +237,14 @@ def save_prediction(save_dir: str, backend: Any, sample: Any, pred: np.ndarray, 
 
     base = Path(str(sample.name)).name.replace("_leftImg8bit", "")
     folder = Path(save_dir) / backend.label.replace(":", "_").replace("/", "_")
-    _write_png(folder / f"{base}_color.png", colorize(pred, backend.meta.palette))
+    write_png(folder / f"{base}_color.png", colorize(pred, backend.meta.palette))
     if dataset_name == "cityscapes":
-        _write_png(folder / "labelIds" / f"{base}_labelIds.png", train_to_label_ids(pred))
+        write_png(folder / "labelIds" / f"{base}_labelIds.png", train_to_label_ids(pred))
     if ref is not None:
         gray = sample.image.mean(axis=2, keepdims=True).astype(np.uint8) // 2
         diff = np.repeat(gray, 3, axis=2)
         diff[pred != ref] = (255, 0, 0)
-        _write_png(folder / "disagreement" / f"{base}_diff.png", diff)
+        write_png(folder / "disagreement" / f"{base}_diff.png", diff)
 
 
 def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:

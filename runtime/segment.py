@@ -67,29 +67,20 @@ def collect_images(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
 
 def write_outputs(out: Path, stem: Path, image: np.ndarray, labels: np.ndarray, meta: Any,
                   overlay_alpha: float | None) -> list[Path]:
-    from runtime.evaluate import _write_png, train_to_label_ids
+    from runtime.evaluate import dataset_name_of, train_to_label_ids, write_png
     from runtime.visualize import colorize, overlay
 
     base = out / stem
     written = [base.with_name(base.name + "_trainIds.png"), base.with_name(base.name + "_color.png")]
-    _write_png(written[0], labels)
-    _write_png(written[1], colorize(labels, meta.palette))
-    if meta.variant.endswith("cityscapes") and meta.num_classes == 19:
+    write_png(written[0], labels)
+    write_png(written[1], colorize(labels, meta.palette))
+    if dataset_name_of(meta.variant) == "cityscapes":
         written.append(base.with_name(base.name + "_labelIds.png"))
-        _write_png(written[-1], train_to_label_ids(labels))
+        write_png(written[-1], train_to_label_ids(labels))
     if overlay_alpha is not None:
         written.append(base.with_name(base.name + "_overlay.png"))
-        _write_png(written[-1], overlay(image, labels, meta.palette, overlay_alpha))
+        write_png(written[-1], overlay(image, labels, meta.palette, overlay_alpha))
     return written
-
-
-def count_tiles(tiler: Any, crop: Sequence[int], size: Sequence[int]) -> int:
-    """Crops the tiler runs per frame in tiled mode (0 for whole / resize)."""
-    from runtime.tiling import default_stride, tile_grid
-
-    if tiler.mode != "tiled":
-        return 0
-    return len(tile_grid(int(size[0]), int(size[1]), crop, tiler.stride or default_stride(crop)))
 
 
 def segment(args: argparse.Namespace) -> list[dict]:
@@ -113,7 +104,7 @@ def segment(args: argparse.Namespace) -> list[dict]:
             seconds = time.perf_counter() - start
             written = write_outputs(out, stem, image, labels, backend.meta,
                                     args.alpha if args.overlay else None)
-            tiles = count_tiles(tiler, backend.meta.crop, image.shape[:2])
+            tiles = int(tiler.last_timing["tiles"]) if tiler.mode == "tiled" else 0
             present = [backend.meta.class_names[c] for c in np.unique(labels) if c < backend.meta.num_classes]
             print(f"  {image_path}: {image.shape[0]}x{image.shape[1]}"
                   + (f", {tiles} tiles" if tiles else "") + f", {seconds * 1000:.0f} ms -> {written[0].name} "
