@@ -83,7 +83,7 @@ def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, P
     from export.pipeline import Artifact, CalibRequest, Verifier, calibration_set, make_fp16, make_int8
     from export.to_onnx import build_model, export_fp32, resolve_source
     from export.verify import verification_tiles
-    from runtime.cli import parse_hw
+    from runtime.apps.cli import parse_hw
 
     out = Path(args.out)
     source = resolve_source(args.model, args.checkpoint, args.checkpoint is None)
@@ -109,7 +109,7 @@ def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, P
 
 
 def run_latency(args: argparse.Namespace, arts: dict[str, Path], model: Any, log: Callable) -> dict:
-    from runtime.cli import parse_hw
+    from runtime.apps.cli import parse_hw
 
     crop = parse_hw(args.crop) if args.crop else tuple(model.variant.crop)
     x = np.random.default_rng(0).standard_normal((1, 3, *crop)).astype(np.float32)
@@ -140,7 +140,7 @@ def agreement_study(args: argparse.Namespace, log: Callable) -> dict:
     from export.to_onnx import export_fp32, resolve_source
     from export.verify import verification_tiles
     from runtime.backends import open_backend
-    from runtime.cli import parse_hw
+    from runtime.apps.cli import parse_hw
     from runtime.data import open_dataset
     from runtime.metrics import ConfusionMeter
     from runtime.tiling import Tiler
@@ -267,6 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from runtime.cli import run_cli
+    from runtime.apps.cli import run_cli
 
     sys.exit(run_cli(main))

@@ -304,7 +304,7 @@ def add_model_args(ap: argparse.ArgumentParser, model_group: Any = None) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from runtime.cli import parse_hw
+    from runtime.apps.cli import parse_hw
 
     ap = argparse.ArgumentParser(prog="python export/to_onnx.py", description=__doc__.split("\n")[0])
     add_model_args(ap)
@@ -319,6 +319,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from runtime.cli import run_cli
+    from runtime.apps.cli import run_cli
 
     sys.exit(run_cli(main))

@@ -128,7 +128,7 @@ def make_artifacts(args: argparse.Namespace, log: Any) -> tuple[list[Any], str, 
                                  verification_data)
     from export.to_onnx import export_fp32, resolve_source
     from export.verify import verification_tiles
-    from runtime.cli import parse_hw
+    from runtime.apps.cli import parse_hw
     from runtime.fileio import ensure_writable_dir
 
     crop = parse_hw(args.crop) if args.crop else None
@@ -166,6 +166,6 @@ def _row(art: Any) -> str:
 
 
 if __name__ == "__main__":
-    from runtime.cli import run_cli
+    from runtime.apps.cli import run_cli
 
     sys.exit(run_cli(main))

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from models.checkpoints import load_checkpoint, read_state_dict, save_checkpoint
 from models.transforms import AugmentedDataset, IterationBatches, TrainTransform
 from models.zoo import get_variant
-from runtime.cli import parse_hw, run_cli
+from runtime.apps.cli import parse_hw, run_cli
 from runtime.errors import ToolkitError
 from runtime.fileio import ensure_writable_dir
 

@@ -35,6 +35,17 @@ LAYOUTS = {
 }
 
 
+# Cityscapes trainId (0..18) -> labelId, for files the official cityscapesScripts evaluator reads.
+CITYSCAPES_TRAIN_TO_LABEL = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+
+
+def train_to_label_ids(pred: np.ndarray) -> np.ndarray:
+    """Map a trainId prediction to Cityscapes labelIds (anything else -> 0, 'unlabeled')."""
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[: len(CITYSCAPES_TRAIN_TO_LABEL)] = CITYSCAPES_TRAIN_TO_LABEL
+    return lut[pred.astype(np.uint8)]
+
+
 def cityscapes_lut() -> np.ndarray:
     lut = np.full(256, IGNORE, np.uint8)
     for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from runtime.errors import ToolkitError
 
 
@@ -69,3 +71,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    import cv2
+
+    if image.ndim == 3:
+        image = image[:, :, ::-1]   # RGB -> BGR for OpenCV
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise ToolkitError(f"cannot encode {path}")
+    with atomic_open(path, "wb") as f:
+        f.write(buf.tobytes())

@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 import cv2
 import numpy as np
 
-from runtime.cli import parse_hw, run_cli
+from runtime.apps.cli import parse_hw, run_cli
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_open, ensure_writable_dir
 from samples.render import render_world

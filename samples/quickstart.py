@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.cli import run_cli
+from runtime.apps.cli import run_cli
 from runtime.errors import ToolkitError
 
 MODEL = "r18os8_cityscapes"
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from export.to_trt import main as export_main
     from models.train import main as train_main
-    from runtime.evaluate import main as evaluate_main
+    from runtime.apps.evaluate import main as evaluate_main
     from samples.generate import main as generate_main
 
     t_start = time.perf_counter()

@@ -245,7 +245,7 @@ def test_torch_autocast_bf16_returns_float32(tiny):
 def test_runtime_path_imports_no_torch(tiny):
     code = ("import sys, numpy as np\n"
             "from runtime.backends import open_backend\nfrom runtime.tiling import Tiler\n"
-            "import runtime.evaluate, runtime.benchmark, runtime.backends.tensorrt_backend\n"
+            "import runtime.apps.evaluate, runtime.apps.benchmark, runtime.backends.tensorrt_backend\n"
             f"with open_backend({str(tiny['onnx'])!r}) as b:\n"
             "    print(Tiler().labels(b, np.zeros((70, 130, 3), np.uint8)).shape)\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")

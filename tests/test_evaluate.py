@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from runtime.errors import ToolkitError
-from runtime.evaluate import DEFAULT_MAX_DROP, main, parse_max_drop, train_to_label_ids
+from runtime.apps.evaluate import DEFAULT_MAX_DROP, main, parse_max_drop
+from runtime.data import train_to_label_ids
 from test_backends import VARIANT, export_onnx, synthetic_frame
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.cli import run_cli
+from runtime.apps.cli import run_cli
 from runtime.errors import ToolkitError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.cli import run_cli
+from runtime.apps.cli import run_cli
 from runtime.data import open_dataset
 from runtime.errors import ToolkitError
 from samples.generate import generate_dataset, main, render_scene, sample_paths

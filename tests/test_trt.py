@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from runtime.cli import run_cli
+from runtime.apps.cli import run_cli
 from runtime.errors import ToolkitError
 
 TINY = ["--model", "tiny_cityscapes", "--random-init"]

@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
-import runtime.video_demo as demo
+import runtime.apps.video_demo as demo
 from runtime.artifact import ArtifactMeta
-from runtime.cli import run_cli
+from runtime.apps.cli import run_cli
 from runtime.tiling import Tiler, default_stride, tile_grid
 from runtime.video_io import (Reconnecting, SourceError, StreamLost, VideoSink, make_capture,
                               parse_source)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from runtime.cli import run_cli
+from runtime.apps.cli import run_cli
 
 COMMANDS = {
     "quickstart": "samples.quickstart",
@@ -12,10 +12,10 @@ COMMANDS = {
     "train": "models.train",
     "export-onnx": "export.to_onnx",
     "export": "export.to_trt",
-    "evaluate": "runtime.evaluate",
-    "benchmark": "runtime.benchmark",
-    "segment": "runtime.segment",
-    "video-demo": "runtime.video_demo",
+    "evaluate": "runtime.apps.evaluate",
+    "benchmark": "runtime.apps.benchmark",
+    "segment": "runtime.apps.segment",
+    "video-demo": "runtime.apps.video_demo",
 }
 
 

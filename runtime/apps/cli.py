@@ -1,0 +1,109 @@
+"""The one home of the shared CLI helpers: ``HxW`` parsing, counts, the model/backend flags and the
+one-line error contract. Every command of the toolkit (runtime.apps, export, models.train, samples)
+builds on these."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Sequence
+
+from runtime.errors import ToolkitError
+
+
+def parse_hw(text: str, flag: str = "--crop") -> tuple[int, int]:
+    """Parse ``"512x1024"`` (or a single ``"512"`` meaning square) into ``(H, W)``."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = (values[0], values[0])
+    if len(values) != 2 or min(values) <= 0:
+        raise ToolkitError(f"bad {flag} value {text!r}", expected="HxW with positive integers, e.g. 512x1024")
+    return values  # type: ignore[return-value]
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run ``main``; a :class:`ToolkitError` becomes ``error: ...`` on stderr and exit code 2."""
+    try:
+        code = main(argv)
+    except ToolkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts that must be >= 1 (threads, frames, images)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, found {text!r}")
+    return value
+
+
+def dataset_name_of(variant: str) -> str:
+    """The dataset of a variant name (``cityscapes`` / ``ade20k`` / ``voc``)."""
+    from models.zoo import get_variant
+    return get_variant(variant).dataset.name
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> Any:
+    """The model / backend / tiling flags (video demo, segment); returns the group."""
+    m = p.add_argument_group("model")
+    m.add_argument("--model", required=True, help=".onnx / .engine artifact or a variant name (PyTorch)")
+    m.add_argument("--checkpoint", help="PyTorch only: checkpoint .pth (or 'pretrained')")
+    m.add_argument("--crop", help="PyTorch only: tile size HxW (default: the variant's crop)")
+    m.add_argument("--stride", help="tiled mode: tile stride HxW (default: 2/3 of the crop)")
+    m.add_argument("--mode", default="tiled", choices=("tiled", "resize", "whole"),
+                   help="tiled: sliding window (accurate); resize: one tile per frame (fast)")
+    m.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt")
+    m.add_argument("--device", help="PyTorch: cpu / cuda[:N]; TensorRT: GPU index")
+    m.add_argument("--providers", help="ONNX Runtime: cpu | cuda | tensorrt")
+    m.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch / ONNX Runtime")
+    return m
+
+
+def backend_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """Map the CLI flags onto ``open_backend`` options; flags that do not apply are errors."""
+    torch_only = {"--checkpoint": args.checkpoint, "--crop": args.crop}
+    if kind != "torch":
+        given = [flag for flag, value in torch_only.items() if value]
+        if given:
+            raise ToolkitError(f"{', '.join(given)} only apply to a PyTorch variant, not {args.model}",
+                               fix="the artifact carries its weights and crop; drop the flag")
+    if args.providers and kind != "onnxruntime":
+        raise ToolkitError("--providers only applies to ONNX artifacts", found=str(args.model))
+    opts: dict[str, Any] = {}
+    if kind == "torch":
+        opts.update(checkpoint=args.checkpoint, device=args.device or "cpu", threads=args.threads)
+        if args.crop:
+            opts["crop"] = parse_hw(args.crop, "--crop")
+    elif kind == "onnxruntime":
+        if args.device:
+            raise ToolkitError("--device does not apply to ONNX artifacts", fix="use --providers cuda")
+        opts.update(providers=args.providers, threads=args.threads)
+    else:
+        if args.threads:
+            raise ToolkitError("--threads does not apply to TensorRT engines")
+        if args.device:
+            index = str(args.device).split(":")[-1]
+            if not index.isdigit():
+                raise ToolkitError(f"bad --device {args.device!r} for a TensorRT engine",
+                                   expected="a GPU index, e.g. 0 or cuda:0")
+            opts["device"] = int(index)
+    return opts
+
+
+def open_model(args: argparse.Namespace) -> Any:
+    """The (not yet open) backend for ``--model``."""
+    from runtime.backends import backend_for, open_backend
+
+    kind = backend_for(args.model, args.backend)
+    return open_backend(args.model, kind, **backend_options(args, kind))

@@ -1,0 +1,331 @@
+"""Accuracy check: every candidate artifact against the PyTorch FP32 reference, with the same tiling.
+
+    python -m runtime.evaluate --data data/synth_cityscapes --reference r18os8_cityscapes \\
+        --checkpoint runs/r18.pth --artifacts artifacts/*.onnx [--limit N] [--out DIR] \\
+        [--max-drop fp32=0.01,fp16=0.1,int8=0.5] [--save-preds] [--mode tiled]
+
+Per backend (one at a time): mIoU against the ground truth (one confusion matrix over the split,
+ignore label excluded, classes absent from both skipped), drop against the reference in mIoU points
+(x100), pixel agreement with the reference, per-class IoU, latency. Exit status 1 when a drop
+exceeds its limit (limit chosen by the artifact's precision) or a backend produces NaN/Inf, so it
+works as a CI gate; 2 on a usage error. Writes ``evaluate.json`` and ``evaluate.md`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from runtime.apps.cli import dataset_name_of, parse_hw, run_cli
+from runtime.data import train_to_label_ids
+from runtime.fileio import write_png
+from runtime.errors import ToolkitError
+
+DEFAULT_MAX_DROP = {"fp32": 0.01, "fp16": 0.1, "bf16": 0.1, "int8": 0.5}
+
+
+def parse_max_drop(text: str | None) -> dict[str, float]:
+    """``"fp16=0.2,int8=1"`` -> the defaults updated with those limits (mIoU points)."""
+    limits = dict(DEFAULT_MAX_DROP)
+    if not text:
+        return limits
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or key not in limits or not number >= 0:
+            raise ToolkitError(f"bad --max-drop entry {item!r}",
+                               expected="PRECISION=POINTS with PRECISION in " + ", ".join(limits),
+                               fix="e.g. --max-drop fp16=0.2,int8=1.0")
+        limits[key] = number
+        if key == "fp16" and "bf16=" not in text:
+            limits["bf16"] = number
+    return limits
+
+
+class _Run:
+    """Accumulates one backend's scores over the split."""
+
+    def __init__(self, backend: Any, num_classes: int, ignore_index: int) -> None:
+        from runtime.metrics import ConfusionMeter
+
+        self.info = backend.describe()
+        self.label = backend.label
+        self.precision = backend.precision
+        self.meter = ConfusionMeter(num_classes, ignore_index)
+        self.agree = 0
+        self.pixels = 0
+        self.frame_s: list[float] = []
+        self.infer_s = 0.0
+        self.tiles = 0
+        self.error: str | None = None
+
+    def add(self, pred: np.ndarray, gt: np.ndarray, ref: np.ndarray | None, timing: dict) -> None:
+        self.meter.update(pred, gt)
+        if ref is not None:
+            self.agree += int(np.count_nonzero(pred == ref))
+            self.pixels += pred.size
+        self.frame_s.append(timing["total"])
+        self.infer_s += timing["infer"]
+        self.tiles += int(timing["tiles"])
+
+    def result(self, class_names: Sequence[str]) -> dict[str, Any]:
+        s = self.meter.summary(class_names)
+        frames = np.asarray(self.frame_s) if self.frame_s else np.asarray([np.nan])
+        return {"label": self.label, "precision": self.precision, **self.info,
+                "miou": s["miou"], "pixel_accuracy": s["pixel_accuracy"], "per_class_iou": s["per_class_iou"],
+                "images": s["images"],
+                "agreement": self.agree / self.pixels if self.pixels else None,
+                "ms_per_frame": float(np.mean(frames) * 1e3), "ms_per_frame_p50": float(np.median(frames) * 1e3),
+                "ms_per_tile": self.infer_s / self.tiles * 1e3 if self.tiles else None,
+                "error": self.error}
+
+
+def _run_backend(backend: Any, dataset: Any, tiler: Any, refs: list | None, opts: dict) -> dict:
+    """One backend over the whole split; returns its result row."""
+    from tqdm import tqdm
+
+    from runtime.tiling import NumericalError
+
+    run = _Run(backend, dataset.num_classes, dataset.ignore_index)
+    backend(np.zeros(backend.input_shape, np.float32))   # warm-up call: lazy init stays out of the latency
+    for i in tqdm(range(len(dataset)), desc=backend.label, unit="img", disable=None, leave=False):
+        sample = dataset[i]
+        try:
+            pred = tiler.labels(backend, sample.image)
+        except NumericalError as exc:
+            run.error = f"numerical fault on {sample.name}: {exc}"
+            print(f"error: {backend.label}: {run.error}", file=sys.stderr)
+            break
+        ref = refs[i] if refs is not None else None
+        run.add(pred, sample.label, ref, tiler.last_timing)
+        if refs is None and opts.get("cache_refs") is not None:
+            opts["cache_refs"].append(pred)
+        if opts.get("save_dir"):
+            save_prediction(opts["save_dir"], backend, sample, pred, ref, opts["dataset_name"])
+    return run.result(dataset.class_names)
+
+
+def _check_artifact(meta: Any, ref_meta: Any, label: str) -> list[str]:
+    """Hard errors for an artifact that cannot be compared; warnings for suspicious ones."""
+    if meta.num_classes != ref_meta.num_classes:
+        raise ToolkitError(f"{label} predicts {meta.num_classes} classes, the reference {ref_meta.num_classes}",
+                           fix="compare artifacts of the same model variant")
+    notes = []
+    if meta.variant != ref_meta.variant:
+        notes.append(f"{label}: variant {meta.variant} differs from the reference {ref_meta.variant}")
+    if meta.checkpoint_sha256 and ref_meta.checkpoint_sha256 and meta.checkpoint_sha256 != ref_meta.checkpoint_sha256:
+        notes.append(f"{label}: exported from another checkpoint (sha256 {meta.checkpoint_sha256[:12]} "
+                     f"vs reference {ref_meta.checkpoint_sha256[:12]})")
+    if tuple(meta.crop) != tuple(ref_meta.crop):
+        notes.append(f"{label}: crop {meta.crop[0]}x{meta.crop[1]} differs from the reference "
+                     f"{ref_meta.crop[0]}x{ref_meta.crop[1]}: tiling differs too")
+    if meta.random_init:
+        notes.append(f"{label}: exported from a randomly initialised model (dry run)")
+    return notes
+
+
+def _gate(row: dict, ref_miou: float | None, limits: dict[str, float]) -> None:
+    """Fill drop / limit / passed for one row."""
+    limit = limits.get(row["precision"], limits["fp32"])
+    row["max_drop"] = limit
+    if row["error"] or row["miou"] is None or ref_miou is None:
+        row["drop"] = None
+        row["passed"] = False if row["error"] else None
+        return
+    row["drop"] = (ref_miou - row["miou"]) * 100.0
+    row["passed"] = bool(row["drop"] <= limit + 1e-9)
+
+
+def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: str | None = None,
+             crop: Sequence[int] | None = None, stride: Sequence[int] | None = None, mode: str = "tiled",
+             split: str = "val", limit: int | None = None, max_drop: dict[str, float] | None = None,
+             backend: str = "auto", backend_options: dict | None = None, save_dir: str | None = None,
+             device: str = "cpu") -> dict[str, Any]:
+    """Run the reference and each artifact over ``data``; returns the report dict."""
+    from runtime.backends import open_backend
+    from runtime.data import open_dataset
+    from runtime.tiling import Tiler
+
+    limits = max_drop or dict(DEFAULT_MAX_DROP)
+    candidates = [open_backend(a, backend=backend, **(backend_options or {})) for a in artifacts]
+    dataset = open_dataset(data, split=split, limit=limit)
+    if len(dataset) == 0:
+        raise ToolkitError(f"no images found in {data} (split {split})", fix="check --data and --split")
+    if dataset[0].label is None:
+        raise ToolkitError(f"{data} has no ground-truth labels", expected="a Cityscapes/VOC/ADE20k layout",
+                           fix="evaluate needs labels; generate a set with `python -m samples.generate`")
+    _check_dataset(dataset, reference, data)
+    tiler = Tiler(crop=None, stride=stride, mode=mode)
+    ref_backend = open_backend(reference, backend="torch", checkpoint=checkpoint, crop=crop, device=device)
+    refs: list = []
+    opts = {"save_dir": save_dir, "dataset_name": dataset_name_of(reference), "cache_refs": refs}
+    t0 = time.perf_counter()
+    with ref_backend:
+        ref_row = _run_backend(ref_backend, dataset, tiler, None, opts)
+        ref_meta = ref_backend.meta
+    ref_row.update(agreement=1.0, reference=True)
+    rows, notes = [ref_row], []
+    if ref_meta.random_init:
+        notes.append("the reference is randomly initialised (no --checkpoint): mIoU values are meaningless")
+    opts["cache_refs"] = None
+    for cand in candidates:
+        with cand:
+            notes += _check_artifact(cand.meta, ref_meta, cand.label)
+            row = _run_backend(cand, dataset, tiler, refs, opts)
+        _gate(row, ref_row["miou"], limits)
+        rows.append(row)
+    for n in notes:
+        print(f"warning: {n}", file=sys.stderr)
+    return {"data": str(data), "split": split, "images": len(dataset), "skipped": getattr(dataset, "skipped", 0),
+            "kind": dataset.kind, "reference": reference, "checkpoint": checkpoint, "mode": mode,
+            "stride": list(stride) if stride else "default", "max_drop": limits, "rows": rows,
+            "notes": notes, "class_names": list(dataset.class_names), "seconds": time.perf_counter() - t0,
+            "passed": all(r.get("passed") is not False for r in rows[1:])}
+
+
+def _check_dataset(dataset: Any, reference: str, data: str) -> None:
+    from models.zoo import get_variant
+
+    variant = get_variant(reference)
+    if dataset.num_classes != variant.num_classes:
+        raise ToolkitError(f"{data} is a {dataset.kind} set with {dataset.num_classes} classes, "
+                           f"but {reference} predicts {variant.num_classes}",
+                           fix="evaluate a model trained on this dataset, or pass the matching --data")
+
+
+# -- reports ---------------------------------------------------------------------------------------
+def save_prediction(save_dir: str, backend: Any, sample: Any, pred: np.ndarray, ref: np.ndarray | None,
+                    dataset_name: str) -> None:
+    """Colourised prediction, disagreement map (vs the reference) and Cityscapes *_labelIds.png."""
+    from runtime.visualize import colorize
+
+    base = Path(str(sample.name)).name.replace("_leftImg8bit", "")
+    folder = Path(save_dir) / backend.label.replace(":", "_").replace("/", "_")
+    write_png(folder / f"{base}_color.png", colorize(pred, backend.meta.palette))
+    if dataset_name == "cityscapes":
+        write_png(folder / "labelIds" / f"{base}_labelIds.png", train_to_label_ids(pred))
+    if ref is not None:
+        gray = sample.image.mean(axis=2, keepdims=True).astype(np.uint8) // 2
+        diff = np.repeat(gray, 3, axis=2)
+        diff[pred != ref] = (255, 0, 0)
+        write_png(folder / "disagreement" / f"{base}_diff.png", diff)
+
+
+def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    """Header + one row per backend: the summary every output (terminal, Markdown) shares."""
+    out = [["backend", "precision", "mIoU %", "drop (pts)", "limit", "agreement %", "ms/frame", "ms/tile", "status"]]
+    for r in report["rows"]:
+        status = "reference" if r.get("reference") else (
+            "NaN/Inf" if r.get("error") else {True: "pass", False: "FAIL", None: "-"}[r.get("passed")])
+        out.append([r["label"], r["precision"], _fmt(r["miou"], ".2f", 100), _fmt(r.get("drop"), "+.3f"),
+                    _fmt(r.get("max_drop"), ".2f"), _fmt(r["agreement"], ".3f", 100),
+                    _fmt(r["ms_per_frame_p50"], ".1f"), _fmt(r["ms_per_tile"], ".1f"), status])
+    return out
+
+
+def print_table(report: dict) -> None:
+    rows = table_rows(report)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for k, row in enumerate(rows):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def markdown(report: dict) -> str:
+    rows = table_rows(report)
+    lines = [f"# Accuracy check: {report['reference']} on {report['data']} ({report['images']} images, "
+             f"mode {report['mode']})", "", "| " + " | ".join(rows[0]) + " |",
+             "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    lines += ["", "Drop = reference mIoU - artifact mIoU, in mIoU points. Agreement = pixels where the "
+              "artifact predicts the same class as the PyTorch reference.", "", "## Per-class IoU (%)", "",
+              "| class | " + " | ".join(r["label"] for r in report["rows"]) + " |",
+              "|---|" + "---|" * len(report["rows"])]
+    for name in report["class_names"]:
+        cells = [_fmt(r["per_class_iou"].get(name), ".2f", 100) for r in report["rows"]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"- note: {n}" for n in report["notes"]]
+    lines += [f"- error: {r['label']}: {r['error']}" for r in report["rows"] if r.get("error")]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(report: dict, out: str | Path) -> tuple[Path, Path]:
+    """``evaluate.json`` and ``evaluate.md`` in ``out`` (atomic writes)."""
+    import json
+
+    from runtime.fileio import atomic_open
+
+    jpath, mpath = Path(out) / "evaluate.json", Path(out) / "evaluate.md"
+    with atomic_open(jpath, "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    with atomic_open(mpath, "w") as f:
+        f.write(markdown(report))
+    return jpath, mpath
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="dataset root (Cityscapes/VOC/ADE20k layout)")
+    p.add_argument("--reference", "--model", dest="reference", required=True, help="variant, e.g. r18os8_cityscapes")
+    p.add_argument("--checkpoint", help="reference checkpoint (.pth); omit only for a dry run")
+    p.add_argument("--artifacts", nargs="+", default=[], help=".onnx / .engine files to check")
+    p.add_argument("--crop", help="reference crop HxW (default: the variant's crop)")
+    p.add_argument("--stride", help="tiling stride HxW (default: overlap >= 1/3 of the crop)")
+    p.add_argument("--mode", default="tiled", choices=("tiled", "whole", "resize"))
+    p.add_argument("--split", default="val")
+    p.add_argument("--limit", type=int, help="first N images only")
+    p.add_argument("--max-drop", help="limits in mIoU points, e.g. fp32=0.01,fp16=0.1,int8=0.5")
+    p.add_argument("--backend", default="auto", help="force a backend for the artifacts")
+    p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--device", default="cpu", help="reference device: cpu or cuda")
+    p.add_argument("--out", default="runs/evaluate", help="report directory")
+    p.add_argument("--save-preds", action="store_true",
+                   help="write colourised predictions, disagreement maps and *_labelIds.png")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from runtime.fileio import ensure_writable_dir
+
+    out = ensure_writable_dir(args.out)
+    limits = parse_max_drop(args.max_drop)
+    if args.limit is not None and args.limit < 1:
+        raise ToolkitError("--limit must be >= 1", found=str(args.limit))
+    options: dict[str, Any] = {}
+    if args.providers or args.threads:
+        if any(not str(a).lower().endswith(".onnx") for a in args.artifacts):
+            raise ToolkitError("--providers/--threads apply to ONNX Runtime only",
+                               fix="pass only .onnx artifacts with these flags, or drop them")
+        options = {"providers": args.providers, "threads": args.threads}
+    report = evaluate(args.data, args.reference, args.artifacts, checkpoint=args.checkpoint,
+                      crop=parse_hw(args.crop) if args.crop else None,
+                      stride=parse_hw(args.stride, "--stride") if args.stride else None, mode=args.mode,
+                      split=args.split, limit=args.limit, max_drop=limits, backend=args.backend,
+                      backend_options=options, save_dir=str(Path(out) / "preds") if args.save_preds else None,
+                      device=args.device)
+    paths = write_reports(report, out)
+    print_table(report)
+    print(f"reports: {paths[0]} {paths[1]}")
+    if not report["passed"]:
+        print("FAILED: at least one artifact exceeds its mIoU drop limit or produced NaN/Inf", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
