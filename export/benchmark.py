@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -249,8 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args(argv)
     log = print
-    results: dict[str, Any] = {"model": args.model, "threads": args.threads, "cpu": platform.processor()
-                               or platform.machine(), "argv": list(argv if argv is not None else sys.argv[1:])}
+    from runtime.sysinfo import describe, machine_info
+
+    log(f"machine: {describe()}")
+    results: dict[str, Any] = {"model": args.model, "threads": args.threads, "machine": machine_info(),
+                               "argv": list(argv if argv is not None else sys.argv[1:])}
     arts, results["walls"], model = make_artifacts(args, log)
     results["reused"] = args.reused
     if not args.skip_latency:

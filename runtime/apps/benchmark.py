@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import numpy as np
 
 from runtime.apps.cli import parse_hw, run_cli
 from runtime.errors import ToolkitError
+from runtime.sysinfo import describe, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,17 +175,6 @@ def print_table(results: list[dict]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def machine_info() -> dict[str, Any]:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "processor": platform.processor(), "numpy": np.__version__}
-    for mod in ("onnxruntime", "torch", "tensorrt"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
-            info[mod] = None
-    return info
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--artifacts", nargs="*", default=[], help=".onnx / .engine files")
@@ -234,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "isolated": not args.no_isolate, "machine": machine_info(), "results": results}
     with atomic_open(args.out, "w") as f:
         json.dump(report, f, indent=2)
+    print(f"machine: {describe(report['machine'])}")
     print_table(results)
     print(f"results: {args.out}")
     return 1 if any(r.get("error") for r in results) else 0
