@@ -5,8 +5,11 @@ the only INT8 route there); :func:`has_implicit_int8` tells whether the installe
 has them. The calibrator feeds exactly the tiles of :class:`calibration.calibset.CalibrationSet`
 (runtime tiler + preprocessing). The calibration cache is read when present and written
 atomically (temporary file + rename), so an interrupted build never leaves a half cache.
+``export.trt_builder.build_engine`` calls :meth:`release` when the build ends (device buffer and
+stream freed); every CUDA call runs with the device made current on the calling thread.
 
-NOTE: this machine has no TensorRT/GPU; written against the documented API (8.5 - 10).
+Constructed and fed against the real bindings of TensorRT 8.6.1, 10.3 and 10.16
+(tests/trt_bindings/); the calibration itself needs a GPU.
 """
 from __future__ import annotations
 
@@ -65,6 +68,7 @@ def make_entropy_calibrator(trt: Any, calib: Any, batch: int, cache_path: str | 
     if cuda is None:
         from runtime.backends.cuda_mem import open_cuda
         cuda = open_cuda()
+        cuda.use_device(0)
     feeder = BatchFeeder(calib, batch)
     nbytes = int(np.prod((batch, 3) + tuple(calib.crop))) * 4
 
@@ -72,8 +76,9 @@ def make_entropy_calibrator(trt: Any, calib: Any, batch: int, cache_path: str | 
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.cache_path = Path(cache_path)
-            self.device = cuda.malloc(nbytes)
-            self.stream = cuda.stream()
+            with cuda.activate():
+                self.device = cuda.malloc(nbytes)
+                self.stream = cuda.stream()
 
         def get_batch_size(self) -> int:
             return feeder.batch
@@ -82,8 +87,9 @@ def make_entropy_calibrator(trt: Any, calib: Any, batch: int, cache_path: str | 
             data = feeder.next()
             if data is None:
                 return None
-            cuda.htod_async(self.device, data, self.stream)
-            cuda.synchronize(self.stream)
+            with cuda.activate():
+                cuda.htod_async(self.device, data, self.stream)
+                cuda.synchronize(self.stream)
             return [cuda.device_ptr(self.device)]
 
         def read_calibration_cache(self, *args: Any) -> bytes | None:
@@ -93,9 +99,11 @@ def make_entropy_calibrator(trt: Any, calib: Any, batch: int, cache_path: str | 
             write_cache(self.cache_path, cache)
 
         def release(self) -> None:
+            """Free the device buffer and the stream (safe twice)."""
             if self.device is not None:
-                cuda.free(self.device)
-                cuda.destroy_stream(self.stream)
+                with cuda.activate():
+                    cuda.free(self.device)
+                    cuda.destroy_stream(self.stream)
                 self.device = None
 
     return EntropyCalibrator()

@@ -27,7 +27,7 @@ def _tag(role: str, best: bool, implicit: bool) -> str | None:
         return "int8-implicit"
     if best:
         return "int8-fp16"
-    return {"fp32": None, "fp16": "fp16", "int8-trt": "int8"}[role]
+    return {"fp32": None, "fp16": "fp16", "int8-trt": "int8", "int8-fp16": "int8"}[role]
 
 
 def engine_source(artifacts: list[Any], fp16: bool, int8: bool, implicit: bool) -> tuple[Any, bool]:
@@ -48,13 +48,15 @@ def build_engines(args: argparse.Namespace, artifacts: list[Any], calib: Any, lo
 def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: Callable) -> str:
     """Build (or reuse) the engine for one artifact; returns a summary line."""
     from export.to_onnx import artifact_name, digest
-    from export.trt_builder import Features, build_engine, build_facts, gpu_info, import_tensorrt, plan_build
+    from export.trt_builder import (Features, build_engine, build_facts, gpu_info, import_tensorrt, plan_build,
+                                    timing_cache_file)
 
     trt = import_tensorrt()
     implicit = calib is not None
     precision = "int8" if implicit else art.meta.precision
     keep = art.meta.extra.get("kept_fp32_nodes") or art.meta.extra.get("kept_float_nodes") or []
-    plan = plan_build(Features.detect(trt), precision, best=best, implicit=implicit, keep_fp32=keep)
+    plan = plan_build(Features.detect(trt), precision, best=best, implicit=implicit, keep_fp32=keep,
+                      layout=art.meta.layout)
     workspace = args.workspace or 4.0
     onnx_sha = sha256_file(art.path)
     gpu = gpu_info()
@@ -67,7 +69,7 @@ def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: C
         return f"engine    {path}  (reused)"
     if implicit:
         plan.calibrator = _calibrator(trt, art, calib, onnx_sha, log)
-    cache = Path(args.timing_cache) if args.timing_cache else None
+    cache = timing_cache_file(Path(args.timing_cache), trt.__version__, gpu) if args.timing_cache else None
     result = build_engine(art.path, plan, workspace, cache, log)
     with atomic_open(path, "wb") as f:
         f.write(result.engine)
@@ -75,12 +77,14 @@ def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: C
              "workspace_gib": workspace, "timing_cache": str(cache) if cache else None}
     meta = art.meta.replace(layout=("trt+fp16" if best else art.meta.layout),
                             precision=precision)
+    facts["verify"] = {"failed": "verification did not finish"}    # until it has (no reuse before)
     _write_sidecar(path, meta, facts)              # the runtime's TensorRT backend reads it
     try:
         facts["verify"] = verify_engine(path, art.path, meta, args, log)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        sidecar_path(path).unlink(missing_ok=True)
+    except Exception as exc:       # the engine is finished: keep it, record why it is unverified
+        facts["verify"] = {"failed": f"{type(exc).__name__}: {exc}"}
+        _write_sidecar(path, meta, facts)
+        log(f"kept {path}; its verification failed (recorded in {sidecar_path(path).name})")
         raise
     _write_sidecar(path, meta, facts)
     log(f"wrote {path} and {sidecar_path(path).name}")
@@ -97,9 +101,10 @@ def _engine_reusable(path: Path, key: str) -> bool:
     if not (path.is_file() and side.is_file()):
         return False
     try:
-        return json.loads(side.read_text()).get("build", {}).get("build_key") == key
+        build = json.loads(side.read_text()).get("build", {})
     except (OSError, ValueError):
         return False
+    return build.get("build_key") == key and "failed" not in (build.get("verify") or {})
 
 
 def _route(plan: Any, implicit: bool) -> str:

@@ -11,12 +11,17 @@ Differences are handled by feature detection (``hasattr``), never by version str
   ``BuilderFlag.INT8``.
 * ``--fp16 --int8`` ("best", as ``trtexec --best``): the Q/DQ ONNX with the non-quantized layers
   free to run in FP16; that needs the builder flags, so it is refused on TensorRT 11.
+* The mixed INT8 artifact (precision ``int8``, layout ``trt+fp16``: Q/DQ convolutions, other float
+  layers FP16, attention FP32 through Casts) is built strongly typed where ``STRONGLY_TYPED``
+  exists (10, 11: no builder precision flags); on 8.x with ``INT8`` + ``FP16`` and its FP32 layers
+  pinned.
 * Implicit INT8 (``IInt8EntropyCalibrator2`` + calibration cache) only where it still exists (<= 10).
 * ``build_serialized_network`` returning None is an error carrying the builder's own log; parser
-  errors are listed in full.
+  errors are listed in full. The timing cache file is keyed by TensorRT version and GPU, and a
+  cache TensorRT rejects is reported and replaced.
 
-NOTE: this machine has no GPU and no TensorRT; the code follows the documented API (names
-checked against NVIDIA's documentation for 8.5 - 11) and its tests run only where both exist.
+Checked against the real Python bindings of TensorRT 8.6.1, 10.3.0, 10.16.1.11 and 11.4.0.106
+(imported over stub C libraries, no GPU: tests/trt_bindings/); building and running need a GPU.
 """
 from __future__ import annotations
 
@@ -49,12 +54,19 @@ def gpu_info() -> tuple[str, tuple[int, int]]:
 
 
 def tensorrt_status() -> tuple[bool, str]:
-    """(usable, reason): TensorRT importable *and* a CUDA GPU visible."""
+    """(usable, reason): TensorRT importable *and* a CUDA GPU visible.
+
+    Not only ToolkitError: a CUDA library that cannot load (cuda-python 12.x without a driver raises
+    RuntimeError from ``cudaSetDevice``, a broken install raises ImportError/OSError) also means
+    "no engine step here", never a traceback in ``--backend auto``.
+    """
     try:
         trt = import_tensorrt()
         name, cc = gpu_info()
     except ToolkitError as exc:
         return False, exc.message
+    except (ImportError, OSError, RuntimeError) as exc:
+        return False, f"CUDA is not usable here ({type(exc).__name__}: {exc})"
     return True, f"TensorRT {trt.__version__} on {name} (sm_{cc[0]}{cc[1]})"
 
 
@@ -85,16 +97,25 @@ class Features:
 class BuildPlan:
     """Which ONNX to parse and how to configure the builder for one requested precision."""
 
-    onnx_role: str                   # "fp32" | "fp16" | "int8-trt"
+    onnx_role: str                   # "fp32" | "fp16" | "int8-trt" | "int8-fp16"
     strongly_typed: bool
     flags: list[str] = field(default_factory=list)
     pin_fp32: list[str] = field(default_factory=list)    # layer names constrained to FP32
     calibrator: Any = None
 
 
+MIXED_INT8_LAYOUT = "trt+fp16"       # the INT8 artifact whose float layers are FP16 (int8-fp16 role)
+
+
 def plan_build(feat: Features, precision: str, best: bool = False, implicit: bool = False,
-               keep_fp32: Sequence[str] = ()) -> BuildPlan:
-    """Decide the route for ``precision`` ("fp32" | "fp16" | "int8") on this TensorRT."""
+               keep_fp32: Sequence[str] = (), layout: str = "") -> BuildPlan:
+    """Decide the route for ``precision`` ("fp32" | "fp16" | "int8") on this TensorRT.
+
+    ``layout`` is the artifact's metadata layout; ``"trt+fp16"`` with precision int8 is the mixed
+    INT8+FP16 artifact (its precision is all in the file).
+    """
+    if precision == "int8" and layout == MIXED_INT8_LAYOUT and not implicit:
+        return _plan_mixed_int8(feat, keep_fp32)
     if precision == "fp32":
         return BuildPlan("fp32", feat.strongly_typed)
     if precision == "int8" and implicit:
@@ -122,6 +143,23 @@ def plan_build(feat: Features, precision: str, best: bool = False, implicit: boo
     raise ToolkitError(f"unknown precision {precision!r}", expected="fp32, fp16 or int8")
 
 
+def _plan_mixed_int8(feat: Features, keep_fp32: Sequence[str]) -> BuildPlan:
+    if feat.strongly_typed:
+        return BuildPlan("int8-fp16", True)
+    if not (feat.fp16_flag and feat.int8_flag):
+        raise ToolkitError("this TensorRT offers neither STRONGLY_TYPED nor the INT8/FP16 builder flags")
+    return BuildPlan("int8-fp16", False, ["INT8", "FP16"], list(keep_fp32))
+
+
+def enum_name(value: Any) -> str:
+    """``UNSUPPORTED_NODE`` for a TensorRT enum value: ``.name`` is a property in some bindings and a
+    method in others (``ErrorCode`` of the 8.6 and 10.3 wheels)."""
+    name = getattr(value, "name", None)
+    if callable(name):
+        name = name()
+    return str(name) if name else str(value)
+
+
 def make_logger(trt: Any) -> Any:
     """A TensorRT logger that keeps every message (warnings and errors go into error reports)."""
 
@@ -131,7 +169,7 @@ def make_logger(trt: Any) -> Any:
             self.messages: list[str] = []
 
         def log(self, severity: Any, msg: str) -> None:
-            self.messages.append(f"[{getattr(severity, 'name', severity)}] {msg}")
+            self.messages.append(f"[{enum_name(severity)}] {msg}")
 
     return Logger()
 
@@ -154,7 +192,7 @@ def parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_ty
 
 
 def _parser_error(err: Any) -> str:
-    parts = [f"code {err.code()}"]
+    parts = [f"code {enum_name(err.code())}"]
     for attr in ("node_name", "node_operator"):
         if hasattr(err, attr):
             parts.append(f"{attr.split('_')[1]} {getattr(err, attr)()}")
@@ -163,22 +201,57 @@ def _parser_error(err: Any) -> str:
     return ", ".join(parts) + f": {err.desc()}"
 
 
+def _float32_outputs(trt: Any, layer: Any) -> list[int]:
+    """Indices of the layer outputs that are FP32 tensors (INT32/INT64/BOOL and FP16 casts excluded)."""
+    return [j for j in range(layer.num_outputs) if layer.get_output(j).dtype == trt.float32]
+
+
 def pin_layers_fp32(trt: Any, network: Any, names: Sequence[str]) -> int:
-    """Constrain the layers created from ONNX nodes ``names`` to FP32 (TensorRT <= 10 routes)."""
-    wanted = tuple(names)
+    """Constrain the layers created from ONNX nodes ``names`` to FP32 (TensorRT <= 10 routes).
+
+    Exact layer names only (a prefix would also catch ``<node>_1`` and the FP16 Cast layers the
+    precision step names ``<tensor>__to_fp16_cast``), and only FP32 outputs: ArgMax indices and the
+    INT32 label Cast keep their integer type; a layer without a float output is left alone.
+    """
+    if not (hasattr(trt.ILayer, "precision") and hasattr(trt.ILayer, "set_output_type")):
+        raise ToolkitError("this TensorRT has no layer precision constraints (removed in TensorRT 11)",
+                           fix="use an FP16/mixed or Q/DQ ONNX artifact: its precision is in the file")
+    wanted = set(names)
     pinned = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if any(layer.name == n or layer.name.startswith(n + "_") for n in wanted):
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                layer.set_output_type(j, trt.float32)
-            pinned += 1
+        outputs = _float32_outputs(trt, layer) if layer.name in wanted else []
+        if not outputs:
+            continue
+        layer.precision = trt.float32
+        for j in outputs:
+            layer.set_output_type(j, trt.float32)
+        pinned += 1
     return pinned
 
 
+def timing_cache_file(path: Path, trt_version: str, gpu: tuple[str, tuple[int, int]]) -> Path:
+    """``timing.cache`` -> ``timing.trt10.3.0.sm87.Orin.cache``: one cache per TensorRT version and GPU
+    (TensorRT rejects a cache from another version or GPU, so they must not share a file)."""
+    name, cc = gpu
+    slug = "".join(c if c.isalnum() else "-" for c in name).strip("-") or "gpu"
+    return path.with_name(f"{path.stem}.trt{trt_version}.sm{cc[0]}{cc[1]}.{slug}{path.suffix or '.cache'}")
+
+
+def _set_timing_cache(config: Any, timing_cache: Path, progress: Any) -> None:
+    data = timing_cache.read_bytes() if timing_cache.is_file() else b""
+    if config.set_timing_cache(config.create_timing_cache(data), False):
+        if data:
+            progress(f"timing cache {timing_cache.name}: {len(data)} bytes reused")
+        return
+    progress(f"timing cache {timing_cache} rejected by TensorRT (another TensorRT version, GPU or a "
+             "corrupt file): building without it; it will be replaced")
+    if not config.set_timing_cache(config.create_timing_cache(b""), False):
+        raise ToolkitError("TensorRT refused an empty timing cache", fix="drop --timing-cache")
+
+
 def configure(trt: Any, builder: Any, network: Any, plan: BuildPlan, workspace_gib: float,
-              timing_cache: Path | None) -> Any:
+              timing_cache: Path | None, progress: Any = print) -> Any:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     for flag in plan.flags:
@@ -187,10 +260,12 @@ def configure(trt: Any, builder: Any, network: Any, plan: BuildPlan, workspace_g
         if hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS"):
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     if plan.calibrator is not None:
+        if not hasattr(trt.IBuilderConfig, "int8_calibrator"):
+            raise ToolkitError("this TensorRT has no implicit INT8 calibration (removed in TensorRT 11)",
+                               fix="drop --int8-implicit: the Q/DQ ONNX route builds INT8 on every version")
         config.int8_calibrator = plan.calibrator
     if timing_cache is not None:
-        data = timing_cache.read_bytes() if timing_cache.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(data), False)
+        _set_timing_cache(config, timing_cache, progress)
     return config
 
 
@@ -205,12 +280,26 @@ class BuildResult:
 
 def build_engine(onnx_path: Path, plan: BuildPlan, workspace_gib: float = 4.0,
                  timing_cache: Path | None = None, progress: Any = print) -> BuildResult:
-    """Parse ``onnx_path`` and build a serialized engine per ``plan`` (timing cache updated atomically)."""
+    """Parse ``onnx_path`` and build a serialized engine per ``plan`` (timing cache updated atomically).
+
+    ``timing_cache`` is used as given: key it with :func:`timing_cache_file`. The plan's calibrator
+    (implicit INT8) is released when the build ends, successful or not.
+    """
+    try:
+        return _build(onnx_path, plan, workspace_gib, timing_cache, progress)
+    finally:
+        release = getattr(plan.calibrator, "release", None)
+        if release is not None:
+            release()
+
+
+def _build(onnx_path: Path, plan: BuildPlan, workspace_gib: float, timing_cache: Path | None,
+           progress: Any) -> BuildResult:
     trt = import_tensorrt()
     logger = make_logger(trt)
     builder = trt.Builder(logger)
     network, _parser = parse_onnx(trt, builder, logger, onnx_path, plan.strongly_typed)
-    config = configure(trt, builder, network, plan, workspace_gib, timing_cache)
+    config = configure(trt, builder, network, plan, workspace_gib, timing_cache, progress)
     progress(f"building the TensorRT {trt.__version__} engine from {onnx_path.name} "
              f"({'strongly typed' if plan.strongly_typed else 'flags ' + (','.join(plan.flags) or 'none')}); "
              "this takes minutes")

@@ -53,17 +53,24 @@ def image_tiles(root: str | os.PathLike, crop: Sequence[int], mean: Sequence[flo
 
 
 def synthetic_tiles(crop: Sequence[int], mean: Sequence[float], std: Sequence[float], count: int = 4,
-                    seed: int = 0) -> VerifyTiles | None:
-    """Street scenes rendered by ``samples.generate`` at the crop size (None if it cannot run here)."""
+                    seed: int = 0) -> VerifyTiles | str:
+    """Street scenes rendered by ``samples.generate`` at the crop size, or why they cannot be made here.
+
+    Any failure of the optional sample generator (not importable on this Python, e.g. a TypeError
+    from newer typing syntax on 3.8, or a rendering error) returns the reason instead of raising:
+    verification then runs on seeded noise and says so. It must never break an export step, in
+    particular not the one right after a finished TensorRT engine build.
+    """
     from runtime.preprocess import normalize
 
     try:
         from samples.generate import render_scene
-    except ImportError:
-        return None
-    h, w = int(crop[0]), int(crop[1])
-    tiles = np.stack([normalize(render_scene(np.random.default_rng([seed, i]), h, w)[0], mean, std)
-                      for i in range(count)])
+
+        h, w = int(crop[0]), int(crop[1])
+        tiles = np.stack([normalize(render_scene(np.random.default_rng([seed, i]), h, w)[0], mean, std)
+                          for i in range(count)])
+    except Exception as exc:      # optional generator; the reason is printed with the fallback
+        return f"samples.generate unavailable ({type(exc).__name__}: {exc})"
     return VerifyTiles(tiles, f"{count} synthetic street scenes (samples.generate, seed {seed})", True)
 
 
@@ -72,7 +79,12 @@ def verification_tiles(data: str | os.PathLike | None, crop: Sequence[int], mean
     """Tiles from ``data`` when given, else synthetic scenes, else seeded noise (``source`` says which)."""
     if data is not None:
         return image_tiles(data, crop, mean, std, count=count, seed=seed)
-    return synthetic_tiles(crop, mean, std, count, seed) or noise_tiles(crop, mean, std, min(count, 2), seed)
+    synth = synthetic_tiles(crop, mean, std, count, seed)
+    if isinstance(synth, VerifyTiles):
+        return synth
+    noise = noise_tiles(crop, mean, std, min(count, 2), seed)
+    noise.source += f"; {synth}"
+    return noise
 
 
 def run_batched(fn: Any, tiles: np.ndarray, batch: int, desc: str | None = None) -> np.ndarray:

@@ -6,8 +6,13 @@ cuda-python (or pycuda), page-locked host buffers, asynchronous copies, optional
 of the enqueue. On open, the sidecar is checked against this machine: TensorRT version, GPU name and
 compute capability, and the engine's own I/O shapes against the crop / class count in the metadata.
 
-NOTE: written against the documented API; this repository's CI machine has neither TensorRT nor a
-GPU, so this module is exercised only on a device (tests are skipped with a reason elsewhere).
+Threads: opening, inference and release each make the engine's device (cuda-python) or primary
+context (pycuda) current on the calling thread first, so a backend opened on the main thread runs
+on the video demo's inference threads. TensorRT calls that report failure by their result
+(``create_execution_context`` None, ``set_input_shape`` / ``set_tensor_address`` False) are errors.
+
+Method names are checked against the real bindings of TensorRT 8.6.1, 10.3, 10.16 and 11.4
+(tests/trt_bindings/); running an engine needs a GPU.
 """
 from __future__ import annotations
 
@@ -105,6 +110,11 @@ class TensorRTBackend(Backend):
         trt = import_tensorrt()
         self._cu = open_cuda(self.cuda_kind)
         gpu, cc = self._cu.device_properties(self.device)
+        self._cu.use_device(self.device)
+        with self._cu.activate():
+            self._open_engine(trt, path, meta, gpu, cc)
+
+    def _open_engine(self, trt: Any, path: Path, meta: Any, gpu: str, cc: tuple[int, int]) -> None:
         build = self.build if self.strict else {k: v for k, v in self.build.items()
                                                 if k not in ("gpu_name", "gpu", "device")}
         check_build(build, trt.__version__, gpu, cc, str(path))
@@ -116,10 +126,15 @@ class TensorRTBackend(Backend):
             raise ToolkitError(f"TensorRT cannot deserialize {path}",
                                fix="the file is corrupt or from another TensorRT build; rebuild it on this device")
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise ToolkitError(f"TensorRT could not create an execution context for {path}",
+                               fix="the GPU is probably out of memory: close other GPU programs or use a smaller crop/batch")
         self._bind_io(trt)
         self._stream = self._cu.stream()
         for name, (_host, mem) in self._bufs.items():
-            self._context.set_tensor_address(name, self._cu.device_ptr(mem))
+            if not self._context.set_tensor_address(name, self._cu.device_ptr(mem)):
+                raise ToolkitError(f"TensorRT refused the device address of tensor {name!r} ({path})",
+                                   fix="rebuild the engine on this device with export/to_trt.py")
         if self.cuda_graph:
             self._capture_graph()
 
@@ -136,7 +151,10 @@ class TensorRTBackend(Backend):
         declared = tuple(self._engine.get_tensor_shape(self._in))
         check_meta_shapes(self.meta, self.artifact, declared, None)
         if any(d < 0 for d in declared):   # dynamic dims: fix them to the metadata's static shape
-            self._context.set_input_shape(self._in, self.meta.input_shape)
+            if not self._context.set_input_shape(self._in, self.meta.input_shape):
+                raise ToolkitError(f"{self.artifact}: the engine's optimization profile does not accept the input shape",
+                                   expected=str(tuple(self.meta.input_shape)), found=str(declared),
+                                   fix="rebuild the engine from the artifact with export/to_trt.py --onnx")
         out_shape = tuple(self._context.get_tensor_shape(self._out))
         check_meta_shapes(self.meta, self.artifact, None, out_shape)
         for name in (self._in, *outs):
@@ -162,6 +180,10 @@ class TensorRTBackend(Backend):
                                fix="see the TensorRT log above; rebuild the engine on this device")
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._cu.activate():          # this thread may not be the one that opened the engine
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         host_in, dev_in = self._bufs[self._in]
         host_out, dev_out = self._bufs[self._out]
         np.copyto(host_in, batch.reshape(host_in.shape), casting="same_kind")
@@ -176,22 +198,29 @@ class TensorRTBackend(Backend):
 
     # -- close ------------------------------------------------------------------------------------
     def _release(self) -> None:
-        cu = self._cu
-        if cu is not None and self._stream is not None:
+        held = self._bufs or self._stream is not None or self._graph is not None or self._context is not None
+        if self._cu is not None and held:
+            with self._cu.activate():      # TensorRT frees device memory when the context goes
+                self._free(self._cu)
+        self._context = None
+        self._engine = None
+        self._runtime = None
+
+    def _free(self, cu: Any) -> None:
+        if self._stream is not None:
             cu.synchronize(self._stream)
-        if cu is not None and self._graph is not None:
+        if self._graph is not None:
             cu.destroy_graph(*self._graph)
         self._graph = None
         for host, mem in self._bufs.values():
             cu.free(mem)
             cu.free_pinned(host)
         self._bufs = {}
-        if cu is not None and self._stream is not None:
+        if self._stream is not None:
             cu.destroy_stream(self._stream)
         self._stream = None
         self._context = None
         self._engine = None
-        self._runtime = None
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
