@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 import cv2
 import numpy as np
 
-from runtime.apps.cli import parse_hw, run_cli
+from runtime.apps.cli import non_negative_int, parse_hw, positive_int, run_cli
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_open, ensure_writable_dir
 from samples.render import render_world
@@ -185,14 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m samples.generate", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="dataset root to write (Cityscapes layout)")
     ap.add_argument("--size", default="256x512", help="image size HxW (e.g. 1024x2048)")
-    ap.add_argument("--train", type=int, default=300, help="number of train images")
-    ap.add_argument("--val", type=int, default=30, help="number of val images")
+    ap.add_argument("--train", type=non_negative_int, default=300, help="number of train images")
+    ap.add_argument("--val", type=non_negative_int, default=30, help="number of val images")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--force", action="store_true", help="replace a different dataset in --out")
     ap.add_argument("--video", help="also write a driving video here (.mp4 or .avi)")
     ap.add_argument("--video-size", default="256x512", help="video frame size HxW")
-    ap.add_argument("--video-frames", type=int, default=120)
+    ap.add_argument("--video-frames", type=positive_int, default=120)
     ap.add_argument("--fps", type=float, default=10.0)
     args = ap.parse_args(argv)
     size = parse_hw(args.size, "--size")

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import dataset_name_of, parse_hw, run_cli
+from runtime.apps.cli import dataset_name_of, parse_hw, positive_int, run_cli
 from runtime.data import train_to_label_ids
 from runtime.fileio import write_png
 from runtime.errors import ToolkitError
@@ -286,11 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", help="tiling stride HxW (default: overlap >= 1/3 of the crop)")
     p.add_argument("--mode", default="tiled", choices=("tiled", "whole", "resize"))
     p.add_argument("--split", default="val")
-    p.add_argument("--limit", type=int, help="first N images only")
+    p.add_argument("--limit", type=positive_int, help="first N images only")
     p.add_argument("--max-drop", help="limits in mIoU points, e.g. fp32=0.01,fp16=0.1,int8=0.5")
     p.add_argument("--backend", default="auto", help="force a backend for the artifacts")
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--device", default="cpu", help="reference device: cpu or cuda")
     p.add_argument("--out", default="runs/evaluate", help="report directory")
     p.add_argument("--save-preds", action="store_true",
@@ -304,8 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = ensure_writable_dir(args.out)
     limits = parse_max_drop(args.max_drop)
-    if args.limit is not None and args.limit < 1:
-        raise ToolkitError("--limit must be >= 1", found=str(args.limit))
     options: dict[str, Any] = {}
     if args.providers or args.threads:
         if any(not str(a).lower().endswith(".onnx") for a in args.artifacts):
