@@ -20,7 +20,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     An interrupted or failing writer never leaves a truncated file under the final name.
     """
     final = Path(path)
-    ensure_writable_dir(final.parent)
+    ensure_writable_dir(final.parent, flag=None)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -46,17 +46,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             os.fsync(handle.fileno())
 
 
-def ensure_writable_dir(directory: str | os.PathLike) -> Path:
-    """Create ``directory`` if needed and check that files can be written there."""
+def ensure_writable_dir(directory: str | os.PathLike, flag: str | None = "--out") -> Path:
+    """Create ``directory`` if needed and check that files can be written there.
+
+    ``flag``: the command-line flag that chose the directory, named in the fix (None: no flag).
+    """
     d = Path(directory)
+    where = f"a writable {flag} location" if flag else "a writable location"
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ToolkitError(f"cannot create output directory {d}", found=exc.strerror,
-                           fix="choose a writable --out directory") from None
+                           fix=f"choose {where}") from None
     if not os.access(d, os.W_OK | os.X_OK):
         raise ToolkitError(f"output directory {d} is not writable",
-                           fix="choose a writable --out directory or fix its permissions")
+                           fix=f"choose {where} or fix the directory's permissions")
     return d
 
 

@@ -313,7 +313,7 @@ class VideoSink:
         if not fps or fps <= 0:
             raise ToolkitError(f"bad recording frame rate {fps}", expected="> 0")
         self.fps = float(fps)
-        ensure_writable_dir(self.path.parent)
+        ensure_writable_dir(self.path.parent, flag="--output")
         self.tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
         self.size_wh: tuple[int, int] | None = None
         self.frames = 0

@@ -395,3 +395,13 @@ def test_live_flag_on_a_file_drops_stale_frames_and_ends_at_eof(tmp_path, monkey
     m = re.search(r"summary: (\d+) frames \((\d+) read, (\d+) dropped\), 0 reconnects", capsys.readouterr().out)
     written, read, dropped = map(int, m.groups())
     assert read == 30 and dropped > 0 and written + dropped == read
+
+
+def test_unwritable_output_names_the_output_flag(tmp_path, monkeypatch, capsys):
+    video = write_frames(tmp_path / "in.mp4", 2)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = cli([video, "--model", "f", "--output", blocker / "sub" / "o.mp4"], monkeypatch, FakeBackend())
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot create output directory" in err
+    assert "choose a writable --output location" in err and "--out " not in err

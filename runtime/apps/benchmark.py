@@ -122,7 +122,8 @@ def run_isolated(spec: dict) -> dict[str, Any]:
         proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 or not out.is_file():
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-            return {"label": spec["artifact"] + spec.get("suffix", ""), "error": lines[-1] if lines else f"exit {proc.returncode}"}
+            last = lines[-1] if lines else f"exit {proc.returncode}"
+            return {"label": spec["artifact"] + spec.get("suffix", ""), "error": last.removeprefix("error: ")}
         return json.loads(out.read_text())
 
 
