@@ -108,16 +108,9 @@ def resolve_source(model: str, checkpoint: str | None, random_init: bool) -> Sou
 
 
 def _fetch_release(variant: Any) -> Path:
-    hint = f"pass --checkpoint PATH, or --random-init for a dry run of the pipeline"
-    if not variant.checkpoint_url:
-        raise ToolkitError(f"{variant.name} has no released weights", fix=hint)
-    from models.checkpoints import download
+    from models.checkpoints import fetch_release
 
-    try:
-        return download(variant.checkpoint_url, sha256=variant.checkpoint_sha256)
-    except ToolkitError as exc:
-        raise ToolkitError(f"cannot fetch the released weights of {variant.name}: {exc.message}",
-                           fix=hint) from None
+    return fetch_release(variant, also="--random-init for a dry run of the pipeline")
 
 
 def build_model(source: Source) -> Any:
