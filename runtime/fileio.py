@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -12,16 +14,21 @@ import numpy as np
 
 from runtime.errors import ToolkitError
 
+PROCESS_START = time.time()   # (import time): older temporaries without a PID are from earlier runs
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    An interrupted or failing writer never leaves a truncated file under the final name.
+    An interrupted or failing writer never leaves a truncated file under the final name. The
+    temporary is ``.NAME.PID.XXXXXXXX.tmp``; temporaries of ``path`` whose writer is gone (killed
+    with SIGKILL, power loss) are removed first, see :func:`remove_stale_temporaries`.
     """
     final = Path(path)
     ensure_writable_dir(final.parent, flag=None)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    remove_stale_temporaries(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -34,6 +41,54 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (when unsure: True, so nothing of a live writer is removed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # exists, owned by someone else
+        return True
+    except OSError:
+        return True              # cannot tell: keep the file
+    return True
+
+
+def remove_stale_temporaries(final: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of ``final`` left by writers that are gone; returns what was removed.
+
+    ``.NAME.PID.XXXXXXXX.tmp``: removed when no process PID exists. ``.NAME.XXXXXXXX.tmp`` (written
+    before the PID was recorded): removed when older than this process. Temporaries of other
+    files and of live writers are never touched.
+    """
+    final = Path(final)
+    prefix = f".{final.name}."
+    removed = []
+    try:
+        candidates = [p for p in final.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for tmp in candidates:
+        middle = tmp.name[len(prefix):-len(".tmp")].split(".")
+        if len(middle) == 2 and middle[0].isdigit():
+            stale = not pid_alive(int(middle[0]))
+        elif len(middle) == 1:
+            try:
+                stale = tmp.stat().st_mtime < PROCESS_START
+            except OSError:
+                continue
+        else:
+            continue
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                size = tmp.stat().st_size
+                tmp.unlink()
+                removed.append(tmp)
+                print(f"note: removed {tmp} ({size / 2**20:.1f} MB), a temporary left by an interrupted "
+                      f"writer of {final.name}", file=sys.stderr)
+    return removed
 
 
 @contextlib.contextmanager

@@ -405,3 +405,16 @@ def test_unwritable_output_names_the_output_flag(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "cannot create output directory" in err
     assert "choose a writable --output location" in err and "--out " not in err
+
+
+def test_partial_recordings_of_killed_runs_are_removed(tmp_path, monkeypatch):
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    dead = tmp_path / f".rec.partial-{done.pid}.mp4"
+    live = tmp_path / f".rec.partial-{os.getppid()}.mp4"
+    other = tmp_path / f".other.partial-{done.pid}.mp4"
+    for p in (dead, live, other):
+        p.write_bytes(b"half a video")
+    video = write_frames(tmp_path / "in.mp4", 3)
+    assert cli([video, "--model", "f", "--output", tmp_path / "rec.mp4"], monkeypatch, FakeBackend()) == 0
+    assert not dead.exists() and live.exists() and other.exists() and count_frames(tmp_path / "rec.mp4")[0] == 3
