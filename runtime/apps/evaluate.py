@@ -148,7 +148,7 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
              crop: Sequence[int] | None = None, stride: Sequence[int] | None = None, mode: str = "tiled",
              split: str = "val", limit: int | None = None, max_drop: dict[str, float] | None = None,
              backend: str = "auto", backend_options: dict | None = None, save_dir: str | None = None,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", label_ids: str = "labelIds") -> dict[str, Any]:
     """Run the reference and each artifact over ``data``; returns the report dict."""
     from runtime.backends import open_backend
     from runtime.data import open_dataset
@@ -156,7 +156,7 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
 
     limits = max_drop or dict(DEFAULT_MAX_DROP)
     candidates = [open_backend(a, backend=backend, **(backend_options or {})) for a in artifacts]
-    dataset = open_dataset(data, split=split, limit=limit)
+    dataset = open_dataset(data, split=split, limit=limit, label_ids=label_ids)
     if len(dataset) == 0:
         raise ToolkitError(f"no images found in {data} (split {split})", fix="check --data and --split")
     if dataset[0].label is None:
@@ -287,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="tiled", choices=("tiled", "whole", "resize"))
     p.add_argument("--split", default="val")
     p.add_argument("--limit", type=positive_int, help="first N images only")
+    p.add_argument("--label-ids", default="labelIds", choices=("labelIds", "trainIds"),
+                   help="Cityscapes: what the *_gtFine_labelIds.png files hold (default labelIds, 0..33)")
     p.add_argument("--max-drop", help="limits in mIoU points, e.g. fp32=0.01,fp16=0.1,int8=0.5")
     p.add_argument("--backend", default="auto", help="force a backend for the artifacts")
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
@@ -315,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       stride=parse_hw(args.stride, "--stride") if args.stride else None, mode=args.mode,
                       split=args.split, limit=args.limit, max_drop=limits, backend=args.backend,
                       backend_options=options, save_dir=str(Path(out) / "preds") if args.save_preds else None,
-                      device=args.device)
+                      device=args.device, label_ids=args.label_ids)
     paths = write_reports(report, out)
     print_table(report)
     print(f"reports: {paths[0]} {paths[1]}")
