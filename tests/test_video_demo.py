@@ -418,3 +418,22 @@ def test_partial_recordings_of_killed_runs_are_removed(tmp_path, monkeypatch):
     video = write_frames(tmp_path / "in.mp4", 3)
     assert cli([video, "--model", "f", "--output", tmp_path / "rec.mp4"], monkeypatch, FakeBackend()) == 0
     assert not dead.exists() and live.exists() and other.exists() and count_frames(tmp_path / "rec.mp4")[0] == 3
+
+
+def test_hud_shows_the_delivered_rate_when_results_arrive_in_bursts(monkeypatch):
+    """Two workers hand over frames in pairs: 1 ms apart, then 1.1 s of nothing (1.82 FPS delivered).
+    An average of instantaneous rates read 12-23 FPS here; the HUD must read what the viewer gets."""
+    from runtime.video_pipeline import Result, Stats
+
+    drawn = []
+    monkeypatch.setattr("runtime.visualize.draw_hud", lambda img, fps, lat, dropped: drawn.append(fps))
+    now = [0.0]
+    args = demo.build_parser().parse_args(["x.mp4", "--model", "m.onnx"])
+    renderer = demo.Renderer(META, args, None, Stats(), clock=lambda: now[0])
+    rgb, labels = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.int32)
+    for pair in range(12):
+        for k in range(2):
+            now[0] = 1.1 * pair + 0.001 * k
+            renderer(Result(index=2 * pair + k, rgb=rgb, labels=labels, t_capture=now[0] - 0.5))
+    delivered = 2 / 1.1
+    assert all(abs(fps - delivered) / delivered < 0.3 for fps in drawn[4:]), drawn

@@ -28,7 +28,7 @@ if __package__ in (None, ""):   # `python runtime/video_demo.py`
 from runtime.apps.cli import add_model_arguments, non_negative_int, open_model, parse_hw, positive_int, run_cli
 from runtime.errors import ToolkitError
 from runtime.video_io import STREAM_KINDS, Reconnecting, SourceSpec, VideoSink, log, open_source, parse_source
-from runtime.video_pipeline import Pipeline, Result, Stats
+from runtime.video_pipeline import Pipeline, RateMeter, Result, Stats
 
 WINDOW = "NonLocalNet demo"
 
@@ -115,7 +115,8 @@ def close_window() -> None:
 class Renderer:
     """Overlay + legend + HUD for each result; records it and shows it (in the main thread)."""
 
-    def __init__(self, meta: Any, args: argparse.Namespace, sink: VideoSink | None, stats: Stats) -> None:
+    def __init__(self, meta: Any, args: argparse.Namespace, sink: VideoSink | None, stats: Stats,
+                 clock: Any = time.perf_counter) -> None:
         self.palette = meta.palette
         self.names = meta.class_names
         self.alpha = args.alpha
@@ -124,16 +125,14 @@ class Renderer:
         self.show = bool(args.show)
         self.sink = sink
         self.stats = stats
-        self._last: float | None = None
-        self.fps_ema = 0.0
+        self.clock = clock
+        self.rate = RateMeter()          # frames delivered per second: the rate the viewer gets
+        self.fps = 0.0
         self.latency_ema = 0.0
 
     def _update_rates(self, t_capture: float) -> None:
-        now = time.perf_counter()
-        if self._last is not None and now > self._last:
-            inst = 1.0 / (now - self._last)
-            self.fps_ema = inst if self.fps_ema == 0 else 0.9 * self.fps_ema + 0.1 * inst
-        self._last = now
+        now = self.clock()
+        self.fps = self.rate.tick(now)
         lat = 1000.0 * (now - t_capture)
         self.latency_ema = lat if self.latency_ema == 0 else 0.9 * self.latency_ema + 0.1 * lat
 
@@ -147,7 +146,7 @@ class Renderer:
             draw_legend(image, self.names, self.palette, present_only=True, labels=result.labels)
         self._update_rates(result.t_capture)
         if self.hud:
-            draw_hud(image, self.fps_ema, self.latency_ema, self.stats.dropped)
+            draw_hud(image, self.fps, self.latency_ema, self.stats.dropped)
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if self.sink is not None:
             self.sink.write(bgr)
