@@ -28,6 +28,8 @@ if __package__ in (None, ""):
 
 import numpy as np
 
+from runtime.apps.cli import positive_int
+
 QUIET = lambda *a: None  # noqa: E731
 
 
@@ -237,14 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--crop", help="HxW (default: the variant's crop)")
     ap.add_argument("--calib-data", default="data/synth_cityscapes")
     ap.add_argument("--calib-method", default="entropy")
-    ap.add_argument("--calib-images", type=int, default=8)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--calib-images", type=positive_int, default=8)
+    ap.add_argument("--runs", type=positive_int, default=3)
+    ap.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default="artifacts/bench")
     ap.add_argument("--agreement-checkpoint")
     ap.add_argument("--agreement-model", default="r18os8_cityscapes")
     ap.add_argument("--agreement-crop")
-    ap.add_argument("--agreement-calib-images", type=int, default=64)
+    ap.add_argument("--agreement-calib-images", type=positive_int, default=64)
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args(argv)
     log = print

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from runtime.apps.cli import positive_int
 from runtime.artifact import META_KEY, ArtifactMeta
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_path, ensure_writable_dir, sha256_file
@@ -107,16 +108,9 @@ def resolve_source(model: str, checkpoint: str | None, random_init: bool) -> Sou
 
 
 def _fetch_release(variant: Any) -> Path:
-    hint = f"pass --checkpoint PATH, or --random-init for a dry run of the pipeline"
-    if not variant.checkpoint_url:
-        raise ToolkitError(f"{variant.name} has no released weights", fix=hint)
-    from models.checkpoints import download
+    from models.checkpoints import fetch_release
 
-    try:
-        return download(variant.checkpoint_url, sha256=variant.checkpoint_sha256)
-    except ToolkitError as exc:
-        raise ToolkitError(f"cannot fetch the released weights of {variant.name}: {exc.message}",
-                           fix=hint) from None
+    return fetch_release(variant, also="--random-init for a dry run of the pipeline")
 
 
 def build_model(source: Source) -> Any:
@@ -296,7 +290,7 @@ def add_model_args(ap: argparse.ArgumentParser, model_group: Any = None) -> None
     ap.add_argument("--checkpoint", help="weights (.pth); default: the variant's released file")
     ap.add_argument("--random-init", action="store_true", help="no weights: dry run of the pipeline")
     ap.add_argument("--crop", help="static input HxW (default: the variant's crop)")
-    ap.add_argument("--batch", type=int, default=1, help="static batch (default 1)")
+    ap.add_argument("--batch", type=positive_int, default=1, help="static batch (default 1)")
     ap.add_argument("--output", choices=("logits", "labels"), default="logits",
                     help="logits (N,K,H,W float) or labels (argmax in the graph, N,H,W int32)")
     ap.add_argument("--data", help="images for the parity checks (dataset root or folder)")

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from runtime.apps.cli import positive_int
 from runtime.errors import ToolkitError
 
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--int8", action="store_true", help="INT8 Q/DQ artifacts calibrated on --calib-data")
     ap.add_argument("--calib-data", help="calibration images: Cityscapes/ADE20k/VOC root or image folder")
     ap.add_argument("--calib-method", help="entropy (default), max, percentile (99.99) or percentile-99.999")
-    ap.add_argument("--calib-images", type=int, help="at most this many calibration images (default 500)")
+    ap.add_argument("--calib-images", type=positive_int, help="at most this many calibration images (default 500)")
     ap.add_argument("--int8-implicit", action="store_true",
                     help="TensorRT <= 10 only: implicit INT8 (entropy calibrator + cache) instead of Q/DQ")
     ap.add_argument("--keep-fp32", help="FP16: nodes kept FP32: 'attention' (default), op types, names, 'none'")
@@ -65,7 +66,6 @@ def check_flags(args: argparse.Namespace) -> None:
     need(not needs_calib or args.calib_data, "--int8 needs calibration images",
          "pass --calib-data DIR (a dataset root or a folder of images)")
     need(not args.int8_implicit or args.int8, "--int8-implicit needs --int8", "add --int8")
-    need(args.calib_images is None or args.calib_images >= 1, "--calib-images must be >= 1", "e.g. --calib-images 500")
     need(args.workspace is None or args.workspace > 0, "--workspace must be > 0 GiB", "e.g. --workspace 4")
     if args.backend == "onnxruntime":
         bad = [f for f, v in (("--workspace", args.workspace), ("--timing-cache", args.timing_cache),

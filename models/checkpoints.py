@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import socket
 import urllib.error
@@ -54,26 +55,81 @@ def convert_mmseg(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """A state dict from a file or loaded object: ``{'model':}``, ``{'state_dict':}`` (mmseg) or plain."""
     if isinstance(source, Mapping):
-        obj = source
+        obj: Any = source
     else:
         path = Path(source)
         if not path.is_file():
             raise ToolkitError(f"checkpoint not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle/zip errors for truncated or foreign files
-            raise ToolkitError(f"cannot read checkpoint {path}", found=f"{type(exc).__name__}: {exc}"[:200],
-                               fix="re-download it; a truncated file cannot be loaded") from None
+        obj = load_file(path)
+    if not isinstance(obj, Mapping):
+        raise _pickled_object(str(source), [_name_of(obj)])
     if "model" in obj and isinstance(obj["model"], Mapping):
         sd = dict(obj["model"])
     elif "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         sd = convert_mmseg(obj["state_dict"])
     else:
         sd = dict(obj)
+    objects = sorted({_name_of(v) for v in sd.values() if not isinstance(v, torch.Tensor)})
+    if objects:
+        raise _pickled_object(str(source), objects, where="its state dict holds")
     sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
     if any(k.startswith("decode_head.") for k in sd):
         sd = convert_mmseg(sd)
     return sd
+
+
+# -- reading files without running code ---------------------------------------------------------
+class Opaque:
+    """Stand-in for a class or function a checkpoint names (an mmengine ``HistoryBuffer``, numpy
+    internals, ...): it is never imported; calling or building it only keeps the arguments."""
+
+    qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def load_file(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; the Python objects beside the weights of a training
+    checkpoint (mmengine Runner: ``message_hub``, ``meta``) become inert :class:`Opaque` stand-ins.
+    Torch's restricted unpickler does the reading either way: no code from the file runs."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):
+            raise _unreadable(path, exc) from None
+    except Exception as exc:  # zip / EOF / pickle errors of truncated or foreign files
+        raise _unreadable(path, exc) from None
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # legacy (pre-zip) files cannot be listed without unpickling them
+        raise _pickled_object(str(path), ["objects of a legacy-format file"]) from None
+    stand_ins = [(type(n.rsplit(".", 1)[-1], (Opaque,), {"qualname": n}), n) for n in names]
+    try:
+        with torch.serialization.safe_globals(stand_ins):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise _pickled_object(str(path), list(names), detail=f"{type(exc).__name__}: {exc}") from None
+
+
+def _name_of(obj: Any) -> str:
+    return obj.qualname if isinstance(obj, Opaque) else f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _unreadable(path: Path, exc: Exception) -> ToolkitError:
+    return ToolkitError(f"cannot read checkpoint {path}", found=f"{type(exc).__name__}: {exc}"[:200],
+                        fix="re-download it; a truncated file cannot be loaded")
+
+
+def _pickled_object(source: str, names: list[str], where: str = "it is", detail: str = "") -> ToolkitError:
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return ToolkitError(f"checkpoint {source} cannot be read safely: {where} pickled Python objects "
+                        f"({shown}) that only running their code could rebuild" + (f" ({detail[:120]})" if detail else ""),
+                        expected="tensors in a dict: {'state_dict': ...}, {'model': ...} or a plain state dict",
+                        fix="save model.state_dict() instead of the model object (torch.save(model.state_dict(), PATH))")
 
 
 def load_checkpoint(model: nn.Module, source: str | os.PathLike | Mapping[str, Any]) -> nn.Module:
@@ -108,6 +164,32 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     return Path(path)
 
 
+def manual_fix(url: str, target: Path, also: str | None = None) -> str:
+    """The one fix for weights that cannot be fetched: where the file goes by hand, or which flag."""
+    return (f"download {url} by hand and put it at {target}, or pass --checkpoint PATH"
+            + (f", or {also}" if also else ""))
+
+
+def fetch_release(variant: Any, cache_dir: str | os.PathLike | None = None, also: str | None = None) -> Path:
+    """The released checkpoint of ``variant`` (downloaded once into the cache, checked).
+
+    Every command that falls back to the released weights (create_model("pretrained"), segment,
+    evaluate, export) fails with the same message: what went wrong and :func:`manual_fix`;
+    ``also`` adds a command's own way out (export: ``--random-init``).
+    """
+    if not variant.checkpoint_url:
+        raise ToolkitError(f"{variant.name} has no released checkpoint",
+                           fix=f"train it with `python -m models.train --model {variant.name}` and pass "
+                               f"--checkpoint PATH" + (f", or {also}" if also else ""))
+    url = variant.checkpoint_url
+    target = (Path(cache_dir) if cache_dir else default_cache_dir()) / Path(url.split("?")[0]).name
+    try:
+        return download(url, cache_dir, sha256=variant.checkpoint_sha256)
+    except ToolkitError as exc:
+        raise ToolkitError(f"cannot fetch the released weights of {variant.name}: {exc.message}",
+                           fix=manual_fix(url, target, also)) from None
+
+
 def download(url: str, cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
              timeout: float = 30.0, progress: bool = True) -> Path:
     """Fetch ``url`` into the cache (atomically, size and sha256 checked); reuse a valid cached file."""
@@ -126,8 +208,7 @@ def download(url: str, cache_dir: str | os.PathLike | None = None, sha256: str |
                 raise ToolkitError(f"download of {url} is corrupt (sha256 mismatch)", fix="run the command again")
     except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ToolkitError(f"cannot download {url} ({reason})",
-                           fix=f"download it by hand and put it at {target}, or pass --checkpoint PATH") from None
+        raise ToolkitError(f"cannot download {url} ({reason})", fix=manual_fix(url, target)) from None
     return target
 
 

@@ -2,6 +2,8 @@
 
 ``open_dataset(root, split, kind="auto")`` returns a :class:`Dataset` whose items are
 :class:`Sample` (uint8 RGB image, uint8 label in training ids with 255 = ignore, or None).
+Cityscapes labels are labelIds (0..33, what ``*_gtFine_labelIds.png`` holds); a folder whose
+labelIds files hold trainIds (0..18, 255) is read only with ``label_ids="trainIds"``.
 A missing label file, a label whose size differs from its image, an unreadable or truncated file,
 or label ids the dataset cannot contain raise :class:`ToolkitError` naming the file. With
 ``on_error="skip"`` such samples are checked when the dataset is opened (file presence, end
@@ -22,6 +24,7 @@ from runtime.preprocess import probe_image, read_image, read_label
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 KINDS = ("cityscapes", "voc", "ade20k", "folder")
+LABEL_IDS = ("labelIds", "trainIds")     # what Cityscapes label files hold
 IGNORE = 255
 
 # Cityscapes labelId -> trainId (every other id -> ignore).
@@ -85,14 +88,17 @@ class Dataset:
     """Indexable list of samples of one split; decoding happens in ``__getitem__``."""
 
     def __init__(self, kind: str, root: Path, split: str, items: list[Item], on_error: str = "raise",
-                 skipped: list[tuple[str, str]] | None = None) -> None:
+                 skipped: list[tuple[str, str]] | None = None, label_ids: str = "labelIds") -> None:
         self.kind, self.root, self.split, self.items = kind, root, split, items
         self.on_error = on_error
         self.skipped_files = list(skipped or [])
         self.ignore_index = IGNORE
+        self.label_ids = label_ids
         self.num_classes, self.class_names, self.palette = _class_info(kind)
-        self.lut = {"cityscapes": cityscapes_lut(), "ade20k": ade20k_lut()}.get(kind)
-        self.valid = {"voc": _valid_ids([*range(21), IGNORE]), "ade20k": _valid_ids(range(151))}.get(kind)
+        train_ids = kind == "cityscapes" and label_ids == "trainIds"
+        self.lut = None if train_ids else {"cityscapes": cityscapes_lut(), "ade20k": ade20k_lut()}.get(kind)
+        self.valid = {"voc": _valid_ids([*range(21), IGNORE]), "ade20k": _valid_ids(range(151)),
+                      "cityscapes": _valid_ids([*range(19), IGNORE] if train_ids else range(34))}.get(kind)
 
     @property
     def skipped(self) -> int:
@@ -139,10 +145,25 @@ class Dataset:
             present = np.bincount(raw.ravel(), minlength=256) > 0
             bad = np.nonzero(present & ~self.valid)[0]
             if bad.size:
-                raise ToolkitError(f"label file {path} holds ids this {self.kind} dataset cannot have",
-                                   found=", ".join(str(int(b)) for b in bad[:8]),
-                                   fix="check that the annotation set matches the dataset kind")
+                raise self._bad_ids(path, present, bad)
         return self.lut[raw] if self.lut is not None else raw
+
+    def _bad_ids(self, path: Path, present: np.ndarray, bad: np.ndarray) -> ToolkitError:
+        found = f"ids {', '.join(str(int(b)) for b in bad[:8])}{' ...' if bad.size > 8 else ''}"
+        if self.kind != "cityscapes":
+            return ToolkitError(f"label file {path} holds ids this {self.kind} dataset cannot have", found=found,
+                                fix="check that the annotation set matches the dataset kind")
+        ids = np.nonzero(present)[0]
+        if self.label_ids == "trainIds":
+            return ToolkitError(f"label file {path} holds ids that are not Cityscapes trainIds",
+                                expected="0..18 and 255 (label_ids='trainIds' / --label-ids trainIds)",
+                                found=found, fix="drop --label-ids trainIds if the files hold labelIds (0..33)")
+        looks_train = bool(ids.max() == IGNORE and ids[:-1].size and ids[:-1].max() <= 18)
+        return ToolkitError(f"label file {path} holds ids that are not Cityscapes labelIds", expected="0..33",
+                            found=found + (" with the rest in 0..18: the folder looks like trainIds"
+                                           if looks_train else ""),
+                            fix="pass --label-ids trainIds (label_ids='trainIds') if the gtFine files hold "
+                                "trainIds; otherwise regenerate them with cityscapesScripts' createLabelImgs")
 
 
 def _class_info(kind: str) -> tuple[int | None, tuple[str, ...], tuple]:
@@ -246,8 +267,11 @@ def _check_item(ds: Dataset, item: Item) -> str | None:
 
 
 def open_dataset(root: str | os.PathLike, split: str = "val", kind: str = "auto", limit: int | None = None,
-                 on_error: str = "raise") -> Dataset:
-    """Open one split of a dataset. ``limit`` keeps the first N samples in sorted order."""
+                 on_error: str = "raise", label_ids: str = "labelIds") -> Dataset:
+    """Open one split of a dataset. ``limit`` keeps the first N samples in sorted order.
+
+    ``label_ids``: what Cityscapes label files hold, "labelIds" (the official files) or "trainIds".
+    """
     root_path = Path(root)
     if not root_path.exists():
         raise ToolkitError(f"dataset directory not found: {root}", fix="check --data")
@@ -260,6 +284,11 @@ def open_dataset(root: str | os.PathLike, split: str = "val", kind: str = "auto"
         raise ToolkitError(f"unknown dataset kind {kind!r}", expected=", ".join(("auto",) + KINDS))
     if limit is not None and limit < 1:
         raise ToolkitError(f"bad limit {limit}", expected="a positive number of samples")
+    if label_ids not in LABEL_IDS:
+        raise ToolkitError(f"bad label_ids {label_ids!r}", expected=" or ".join(LABEL_IDS))
+    if label_ids != "labelIds" and kind != "cityscapes":
+        raise ToolkitError(f"label ids {label_ids} only apply to Cityscapes, not to a {kind} dataset ({root})",
+                           fix="drop --label-ids")
     if kind == "folder":
         items = [Item(p, None, str(p.relative_to(root_path).with_suffix("")) if root_path.is_dir() else p.stem)
                  for p in list_images(root_path)]
@@ -270,7 +299,7 @@ def open_dataset(root: str | os.PathLike, split: str = "val", kind: str = "auto"
         raise ToolkitError(f"no images found in {root} (kind {'auto -> ' if auto else ''}{kind}, split {split})",
                            expected=" or ".join(x.replace("{split}", split) for x in layouts),
                            fix="check --data / --split")
-    ds = Dataset(kind, root_path, split, [], on_error)
+    ds = Dataset(kind, root_path, split, [], on_error, label_ids=label_ids)
     ds.items = _select(ds, items, limit)
     if not ds.items:
         raise ToolkitError(f"every sample of {root} (split {split}) was unusable and skipped",

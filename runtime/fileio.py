@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -12,16 +14,21 @@ import numpy as np
 
 from runtime.errors import ToolkitError
 
+PROCESS_START = time.time()   # (import time): older temporaries without a PID are from earlier runs
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    An interrupted or failing writer never leaves a truncated file under the final name.
+    An interrupted or failing writer never leaves a truncated file under the final name. The
+    temporary is ``.NAME.PID.XXXXXXXX.tmp``; temporaries of ``path`` whose writer is gone (killed
+    with SIGKILL, power loss) are removed first, see :func:`remove_stale_temporaries`.
     """
     final = Path(path)
-    ensure_writable_dir(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    ensure_writable_dir(final.parent, flag=None)
+    remove_stale_temporaries(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -36,6 +43,54 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (when unsure: True, so nothing of a live writer is removed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # exists, owned by someone else
+        return True
+    except OSError:
+        return True              # cannot tell: keep the file
+    return True
+
+
+def remove_stale_temporaries(final: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of ``final`` left by writers that are gone; returns what was removed.
+
+    ``.NAME.PID.XXXXXXXX.tmp``: removed when no process PID exists. ``.NAME.XXXXXXXX.tmp`` (written
+    before the PID was recorded): removed when older than this process. Temporaries of other
+    files and of live writers are never touched.
+    """
+    final = Path(final)
+    prefix = f".{final.name}."
+    removed = []
+    try:
+        candidates = [p for p in final.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for tmp in candidates:
+        middle = tmp.name[len(prefix):-len(".tmp")].split(".")
+        if len(middle) == 2 and middle[0].isdigit():
+            stale = not pid_alive(int(middle[0]))
+        elif len(middle) == 1:
+            try:
+                stale = tmp.stat().st_mtime < PROCESS_START
+            except OSError:
+                continue
+        else:
+            continue
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                size = tmp.stat().st_size
+                tmp.unlink()
+                removed.append(tmp)
+                print(f"note: removed {tmp} ({size / 2**20:.1f} MB), a temporary left by an interrupted "
+                      f"writer of {final.name}", file=sys.stderr)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Open a temporary file for writing; it replaces ``path`` when the block exits cleanly."""
@@ -46,17 +101,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             os.fsync(handle.fileno())
 
 
-def ensure_writable_dir(directory: str | os.PathLike) -> Path:
-    """Create ``directory`` if needed and check that files can be written there."""
+def ensure_writable_dir(directory: str | os.PathLike, flag: str | None = "--out") -> Path:
+    """Create ``directory`` if needed and check that files can be written there.
+
+    ``flag``: the command-line flag that chose the directory, named in the fix (None: no flag).
+    """
     d = Path(directory)
+    where = f"a writable {flag} location" if flag else "a writable location"
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ToolkitError(f"cannot create output directory {d}", found=exc.strerror,
-                           fix="choose a writable --out directory") from None
+                           fix=f"choose {where}") from None
     if not os.access(d, os.W_OK | os.X_OK):
         raise ToolkitError(f"output directory {d} is not writable",
-                           fix="choose a writable --out directory or fix its permissions")
+                           fix=f"choose {where} or fix the directory's permissions")
     return d
 
 

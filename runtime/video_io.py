@@ -9,6 +9,7 @@ half-written file under the final name. OpenCV is imported inside the functions.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import sys
 import threading
@@ -313,12 +314,24 @@ class VideoSink:
         if not fps or fps <= 0:
             raise ToolkitError(f"bad recording frame rate {fps}", expected="> 0")
         self.fps = float(fps)
-        ensure_writable_dir(self.path.parent)
+        ensure_writable_dir(self.path.parent, flag="--output")
+        self._remove_stale_partials()
         self.tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
         self.size_wh: tuple[int, int] | None = None
         self.frames = 0
         self.final: Path | None = None
         self._writer: Any = None
+
+    def _remove_stale_partials(self) -> None:
+        """Partial recordings of this path whose writer is gone (killed with SIGKILL)."""
+        from runtime.fileio import pid_alive
+
+        prefix = f".{self.path.stem}.partial-"
+        for p in self.path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(self.path.suffix)}"):
+            pid = p.name[len(prefix):len(p.name) - len(self.path.suffix)]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                p.unlink(missing_ok=True)
+                log(f"note: removed {p}, a partial recording left by an interrupted run")
 
     def _open(self, width: int, height: int) -> None:
         import cv2

@@ -19,6 +19,7 @@ import copy
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -81,6 +82,33 @@ class Stats:
         d.update(wall_s=self.wall_s, fps=self.fps, infer_fps=self.infer_fps, backend_fps=self.backend_fps,
                  mean_infer_ms=self.mean_infer_ms, mean_latency_ms=self.mean_latency_ms)
         return d
+
+
+class RateMeter:
+    """Frames per second actually delivered: frames over the last ``window_s`` seconds of wall time.
+
+    With several inference workers results arrive in bursts (two frames within a millisecond, then
+    a long gap); an average of instantaneous rates (1 / gap) is then many times the real rate. This
+    counts frames over elapsed time, as the end-to-end figure of :class:`Stats` does.
+    """
+
+    def __init__(self, window_s: float = 2.0) -> None:
+        self.window_s = float(window_s)
+        self._times: deque[float] = deque()
+
+    def tick(self, now: float) -> float:
+        """Record one delivered frame at ``now`` (seconds); returns the current rate."""
+        self._times.append(now)
+        while len(self._times) > 2 and now - self._times[1] >= self.window_s:
+            self._times.popleft()        # keep one frame at or before the window start
+        return self.fps
+
+    @property
+    def fps(self) -> float:
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
 @dataclass

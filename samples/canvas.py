@@ -15,12 +15,38 @@ def _fixed(pts: np.ndarray) -> np.ndarray:
 
 
 class Canvas:
-    """RGB uint8 image + uint8 labelId map of one frame, with a camera for world-space shapes."""
+    """RGB uint8 image + uint8 labelId map of one frame, with a camera for world-space shapes.
+
+    ``inst`` records which object painted each label pixel (0: none): shapes drawn while
+    ``instance`` is set (see :meth:`begin_instance`) write it, every other labelled shape clears it,
+    so occlusion is the same as in the label map.
+    """
 
     def __init__(self, H: int, W: int, camera: Camera) -> None:
         self.H, self.W, self.cam = H, W, camera
         self.img = np.zeros((H, W, 3), np.uint8)
         self.lab = np.zeros((H, W), np.uint8)
+        self.inst = np.zeros((H, W), np.uint16)
+        self.instance = 0
+        self._instances = 0
+
+    def begin_instance(self) -> None:
+        """The next labelled shapes belong to a new object (a car, a person) until :meth:`end_instance`."""
+        self._instances += 1
+        self.instance = self._instances
+
+    def end_instance(self) -> None:
+        self.instance = 0
+
+    def instance_ids(self) -> np.ndarray:
+        """Cityscapes ``*_gtFine_instanceIds.png``: labelId * 1000 + k for objects of classes with
+        instances (k counts the visible objects of that class from 0), the labelId elsewhere."""
+        out = self.lab.astype(np.int32)
+        for label in np.unique(self.lab[self.inst > 0]):
+            ids = np.unique(self.inst[(self.inst > 0) & (self.lab == label)])
+            for k, obj in enumerate(ids):
+                out[(self.inst == obj) & (self.lab == label)] = int(label) * 1000 + k
+        return out.astype(np.uint16)
 
     # -- screen space ------------------------------------------------------------------------
     def poly(self, pts: np.ndarray, colour: Colour, label: int | None) -> None:
@@ -34,6 +60,7 @@ class Canvas:
         cv2.fillPoly(self.img, fixed, tuple(int(c) for c in colour), cv2.LINE_AA, SHIFT)
         if label is not None:
             cv2.fillPoly(self.lab, fixed, int(label), cv2.LINE_8, SHIFT)
+            cv2.fillPoly(self.inst, fixed, self.instance, cv2.LINE_8, SHIFT)
 
     def circle(self, centre: tuple[float, float], radius: float, colour: Colour, label: int | None) -> None:
         c = tuple(int(round(v * _ONE)) for v in centre)
@@ -41,6 +68,7 @@ class Canvas:
         cv2.circle(self.img, c, r, tuple(int(v) for v in colour), -1, cv2.LINE_AA, SHIFT)
         if label is not None:
             cv2.circle(self.lab, c, r, int(label), -1, cv2.LINE_8, SHIFT)
+            cv2.circle(self.inst, c, r, self.instance, -1, cv2.LINE_8, SHIFT)
 
     def ellipse(self, centre, axes, colour: Colour, label: int | None, start: float = 0, end: float = 360) -> None:
         c = tuple(int(round(v * _ONE)) for v in centre)
@@ -48,6 +76,7 @@ class Canvas:
         cv2.ellipse(self.img, c, a, 0, start, end, tuple(int(v) for v in colour), -1, cv2.LINE_AA, SHIFT)
         if label is not None:
             cv2.ellipse(self.lab, c, a, 0, start, end, int(label), -1, cv2.LINE_8, SHIFT)
+            cv2.ellipse(self.inst, c, a, 0, start, end, self.instance, -1, cv2.LINE_8, SHIFT)
 
     def rect(self, x0: float, y0: float, x1: float, y1: float, colour: Colour, label: int | None) -> None:
         self.poly(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]), colour, label)

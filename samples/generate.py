@@ -6,7 +6,9 @@
 Writes ``leftImg8bit/{split}/{city}/{city}_{seq:06d}_{frame:06d}_leftImg8bit.png`` (RGB) and
 ``gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelIds.png`` (Cityscapes labelIds:
 7 road, 8 sidewalk, 11 building, 17 pole, 20 traffic sign, 21 vegetation, 22 terrain, 23 sky,
-24 person, 26 car; 1 = ego vehicle, ignored). Same arguments -> byte-identical files. Re-running
+24 person, 26 car; 1 = ego vehicle, ignored) and ``..._gtFine_instanceIds.png`` beside it (16-bit,
+as Cityscapes: labelId * 1000 + k for each person and car, the labelId elsewhere; the official
+cityscapesScripts evaluator reads them). Same arguments -> byte-identical files. Re-running
 with the same arguments skips the files already there; a different dataset in ``--out`` needs
 ``--force``.
 """
@@ -27,10 +29,10 @@ if __package__ in (None, ""):
 import cv2
 import numpy as np
 
-from runtime.apps.cli import parse_hw, run_cli
+from runtime.apps.cli import non_negative_int, parse_hw, positive_int, run_cli
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_open, ensure_writable_dir
-from samples.render import render_world
+from samples.render import render_world, render_world_instances
 from samples.scene import LABEL_NAMES
 from samples.video import write_video
 from samples.world import generate_world
@@ -60,6 +62,11 @@ def sample_paths(root: str | os.PathLike, split: str, index: int) -> tuple[Path,
             root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
 
 
+def instance_path(label_path: Path) -> Path:
+    """``*_gtFine_labelIds.png`` -> ``*_gtFine_instanceIds.png`` (same folder)."""
+    return label_path.with_name(label_path.name.replace("_gtFine_labelIds.png", "_gtFine_instanceIds.png"))
+
+
 def write_png(path: Path, array: np.ndarray) -> None:
     """Encode to PNG in memory and write atomically (RGB arrays are stored as PNG RGB)."""
     data = array[..., ::-1] if array.ndim == 3 else array
@@ -74,14 +81,16 @@ def _make_one(task: tuple[str, str, int, int, int, int, bool]) -> tuple[np.ndarr
     """Worker: render + write one sample unless both files exist. Returns (label histogram, written)."""
     root, split, index, seed, H, W, overwrite = task
     img_path, lab_path = sample_paths(root, split, index)
-    if not overwrite and img_path.is_file() and lab_path.is_file():
+    inst_path = instance_path(lab_path)
+    if not overwrite and img_path.is_file() and lab_path.is_file() and inst_path.is_file():
         label = cv2.imread(str(lab_path), cv2.IMREAD_UNCHANGED)
         if label is not None and label.shape == (H, W):
             return np.bincount(label.ravel(), minlength=256), False
     rng = np.random.default_rng([seed, SPLIT_CODE[split], index])
-    rgb, label = render_scene(rng, H, W)
+    rgb, label, instances = render_world_instances(generate_world(rng), H, W)
     write_png(img_path, rgb)
     write_png(lab_path, label)
+    write_png(inst_path, instances)
     return np.bincount(label.ravel(), minlength=256), True
 
 
@@ -114,7 +123,8 @@ def _remove_old(out: Path, old: dict, new: dict) -> None:
     """Delete files of an earlier generation that the new one will not rewrite (no mixed splits)."""
     for split in ("train", "val"):
         for i in range(int(new[split]), int(old.get(split, 0) or 0)):
-            for p in sample_paths(out, split, i):
+            img, lab = sample_paths(out, split, i)
+            for p in (img, lab, instance_path(lab)):
                 p.unlink(missing_ok=True)
 
 
@@ -185,14 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m samples.generate", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="dataset root to write (Cityscapes layout)")
     ap.add_argument("--size", default="256x512", help="image size HxW (e.g. 1024x2048)")
-    ap.add_argument("--train", type=int, default=300, help="number of train images")
-    ap.add_argument("--val", type=int, default=30, help="number of val images")
+    ap.add_argument("--train", type=non_negative_int, default=300, help="number of train images")
+    ap.add_argument("--val", type=non_negative_int, default=30, help="number of val images")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--force", action="store_true", help="replace a different dataset in --out")
     ap.add_argument("--video", help="also write a driving video here (.mp4 or .avi)")
     ap.add_argument("--video-size", default="256x512", help="video frame size HxW")
-    ap.add_argument("--video-frames", type=int, default=120)
+    ap.add_argument("--video-frames", type=positive_int, default=120)
     ap.add_argument("--fps", type=float, default=10.0)
     args = ap.parse_args(argv)
     size = parse_hw(args.size, "--size")

@@ -59,6 +59,12 @@ def apply_appearance(img: np.ndarray, lab: np.ndarray, world: World, rng: np.ran
 
 def render_world(world: World, H: int, W: int, frame: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``world`` at H x W. Returns (RGB uint8 (H, W, 3), labelIds uint8 (H, W))."""
+    rgb, lab, _ = render_world_instances(world, H, W, frame)
+    return rgb, lab
+
+
+def render_world_instances(world: World, H: int, W: int, frame: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As :func:`render_world`, plus Cityscapes instanceIds (uint16 (H, W), see Canvas.instance_ids)."""
     cv = Canvas(H, W, world.camera)
     draw_sky(cv, world)
     draw_ground(cv, world)
@@ -66,4 +72,4 @@ def render_world(world: World, H: int, W: int, frame: int = 0) -> tuple[np.ndarr
     draw_objects(cv, world)
     draw_hood(cv, world)
     rng = np.random.default_rng([world.seed, 1000 + frame])
-    return apply_appearance(cv.img, cv.lab, world, rng), cv.lab
+    return apply_appearance(cv.img, cv.lab, world, rng), cv.lab, cv.instance_ids()

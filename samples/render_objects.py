@@ -27,10 +27,10 @@ def draw_objects(cv: Canvas, world: World) -> None:
             draw_tree(cv, obj)
         elif isinstance(obj, Pole):
             draw_pole(cv, obj)
-        elif isinstance(obj, Car):
-            draw_car(cv, obj)
-        elif isinstance(obj, Person):
-            draw_person(cv, obj)
+        elif isinstance(obj, (Car, Person)):      # classes with instances in Cityscapes
+            cv.begin_instance()
+            (draw_car if isinstance(obj, Car) else draw_person)(cv, obj)
+            cv.end_instance()
 
 
 def draw_tree(cv: Canvas, t: Tree) -> None:

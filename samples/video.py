@@ -36,7 +36,7 @@ def write_video(path: str | os.PathLike, seed: int = 0, n_frames: int = 120, fps
         raise ToolkitError("bad video length", expected="--video-frames >= 1 and --fps > 0",
                            found=f"{n_frames} frames at {fps} fps")
     H, W = size
-    ensure_writable_dir(path.parent)
+    ensure_writable_dir(path.parent, flag="--video")
     tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp{suffix}"
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC[suffix]), fps, (W, H))
     try:

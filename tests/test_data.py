@@ -141,6 +141,38 @@ def test_cityscapes_reader(tmp_path):
     assert [x.name for x in open_dataset(root, split="val", limit=2)] == [ds[0].name, ds[1].name]
 
 
+def test_cityscapes_ids_that_are_not_label_ids_are_refused(tmp_path):
+    root = _cityscapes(tmp_path / "cs", n=2)
+    gt = root / "gtFine" / "val" / "town" / "town_000000_000001_gtFine_labelIds.png"
+    lab = np.full((8, 12), 7, np.uint8)
+    lab[2:4] = np.arange(40, 64, dtype=np.uint8).reshape(2, 12)          # ids 40..63: no Cityscapes labelId
+    _png(gt, lab)
+    with pytest.raises(ToolkitError, match=r"town_000000_000001_gtFine_labelIds.png holds ids that are not "
+                                           r"Cityscapes labelIds; expected 0..33; found ids 40, 41, .*\.\.\."):
+        list(open_dataset(root, split="val"))
+    skip = open_dataset(root, split="val", on_error="skip")
+    assert len(skip) == 1 and skip.skipped == 1 and "not Cityscapes labelIds" in skip.skipped_files[0][1]
+
+
+def test_cityscapes_folder_of_train_ids_is_named_and_accepted_only_when_asked(tmp_path):
+    root = _cityscapes(tmp_path / "cs", n=2)
+    labels = sorted((root / "gtFine").rglob("*_gtFine_labelIds.png"))
+    expected = [open_dataset(root, split="val")[i].label for i in range(2)]
+    for path, train in zip(labels, expected):
+        _png(path, train)                                             # trainIds (0..18, 255) in labelIds files
+    with pytest.raises(ToolkitError, match="not Cityscapes labelIds.*found ids 255 with the rest in 0..18: the "
+                                           "folder looks like trainIds.*--label-ids trainIds"):
+        open_dataset(root, split="val")[0]
+    ds = open_dataset(root, split="val", label_ids="trainIds")
+    for i in range(2):
+        np.testing.assert_array_equal(ds[i].label, expected[i])
+    _png(labels[0], np.full((8, 12), 26, np.uint8))                   # a real labelId (car) in trainIds mode
+    with pytest.raises(ToolkitError, match="not Cityscapes trainIds.*found ids 26"):
+        ds[0]
+    with pytest.raises(ToolkitError, match="only apply to Cityscapes"):
+        open_dataset(tmp_path / "cs" / "leftImg8bit", split="val", kind="folder", label_ids="trainIds")
+
+
 def test_voc_reader_aug_labels_and_list_formats(tmp_path):
     base = tmp_path / "VOCdevkit" / "VOC2012"
     label = np.tile(np.array([0, 15, 255, 20], np.uint8).repeat(3), (8, 1))          # (8, 12)

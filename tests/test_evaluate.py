@@ -126,3 +126,42 @@ def test_usage_errors_are_toolkit_errors(setup, tmp_path):
         main(["--data", setup["data"], "--reference", VARIANT, "--artifacts", "model.pt", "--out", str(tmp_path)])
     with pytest.raises(ToolkitError, match="did you mean"):
         main(["--data", setup["data"], "--reference", "tiny_citiscapes", "--out", str(tmp_path)])
+
+
+def test_train_id_ground_truth_is_refused_unless_declared(setup, tmp_path, capsys):
+    import shutil
+
+    import cv2
+
+    from runtime.apps.cli import run_cli
+    from runtime.data import cityscapes_lut
+
+    data = tmp_path / "data"
+    shutil.copytree(setup["data"], data)
+    for gt in data.rglob("*_gtFine_labelIds.png"):      # labelIds -> trainIds in place, as a user might
+        lab = cv2.imread(str(gt), cv2.IMREAD_UNCHANGED)
+        lab[:2] = 1                                         # ego vehicle -> 255 (ignore) after the mapping
+        cv2.imwrite(str(gt), cityscapes_lut()[lab])
+    argv = ["--data", str(data), "--reference", VARIANT, "--checkpoint", setup["ckpt"], "--out", str(tmp_path / "r")]
+    assert run_cli(main, argv) == 2
+    assert "looks like trainIds" in capsys.readouterr().err
+    assert run_cli(main, argv + ["--label-ids", "trainIds"]) == 0
+    report = json.loads((tmp_path / "r" / "evaluate.json").read_text())
+    assert report["rows"][0]["miou"] == pytest.approx(1.0)
+
+
+def test_reference_follows_the_artifact_crop_and_refuses_a_mix(setup, tmp_path, capsys):
+    from export.to_onnx import export_fp32, resolve_source
+    from runtime.apps.cli import run_cli
+
+    square, _, _ = export_fp32(resolve_source(VARIANT, setup["ckpt"], False), tmp_path, crop=(64, 64),
+                               log=lambda *a: None)
+    code, report = run(setup, [square], tmp_path / "r")
+    assert code == 0 and report["crop"] == [64, 64]
+    assert report["rows"][1]["agreement"] >= 0.9999 and report["rows"][1]["passed"] is True
+    base = ["--data", setup["data"], "--reference", VARIANT, "--checkpoint", setup["ckpt"], "--out", str(tmp_path)]
+    assert run_cli(main, base + ["--crop", "64x128", "--artifacts", str(square)]) == 2
+    err = capsys.readouterr().err
+    assert "--crop 64x128 differs from the artifacts' crop 64x64" in err and "not the precision" in err
+    assert run_cli(main, base + ["--artifacts", str(square), str(setup["onnx"])]) == 2
+    assert "built at different crops (64x64: " in capsys.readouterr().err

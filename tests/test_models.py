@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import http.server
+from pathlib import Path
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -196,3 +198,115 @@ def test_download_offline_says_where_to_put_file(tmp_path):
         port = s.getsockname()[1]
     with pytest.raises(ToolkitError, match=f"put it at {tmp_path}/x.pth"):
         download(f"http://127.0.0.1:{port}/x.pth", tmp_path, progress=False, timeout=2)
+
+
+def _closed_port_url(name: str) -> str:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{name}"
+
+
+def test_offline_release_message_is_the_same_everywhere(tmp_path, monkeypatch, capsys):
+    """create_model, segment (via the PyTorch backend) and export all say where the file goes by hand."""
+    import dataclasses
+
+    import models.zoo as zoo
+    from export.to_onnx import main as export_main
+    from runtime.apps.cli import run_cli
+    from runtime.apps.segment import main as segment_main
+
+    url = _closed_port_url("tiny_release.pth")
+    variant = dataclasses.replace(zoo.get_variant("tiny_cityscapes"), checkpoint_url=url)
+    monkeypatch.setitem(zoo.VARIANTS, "tiny_cityscapes", variant)
+    monkeypatch.setenv("NONLOCALNET_CACHE", str(tmp_path / "cache"))
+    fix = f"download {url} by hand and put it at {tmp_path / 'cache' / 'tiny_release.pth'}, or pass --checkpoint PATH"
+    with pytest.raises(ToolkitError) as info:
+        create_model("tiny_cityscapes", checkpoint="pretrained")
+    assert info.value.fix == fix and "cannot fetch the released weights of tiny_cityscapes" in str(info.value)
+    image = tmp_path / "f.png"
+    import cv2
+    cv2.imwrite(str(image), np.zeros((64, 128, 3), np.uint8))
+    assert run_cli(segment_main, [str(image), "--model", "tiny_cityscapes", "--checkpoint", "pretrained",
+                                  "--out", str(tmp_path / "seg")]) == 2
+    assert f"(fix: {fix})" in capsys.readouterr().err
+    assert run_cli(export_main, ["--model", "tiny_cityscapes", "--out", str(tmp_path / "art")]) == 2
+    assert f"(fix: {fix}, or --random-init for a dry run of the pipeline)" in capsys.readouterr().err
+
+
+# -- mmengine Runner checkpoints (mmsegmentation 1.x training output) -------------------------------
+@pytest.fixture()
+def fake_mmengine(monkeypatch, tmp_path):
+    """A stand-in ``mmengine`` package with a HistoryBuffer (numpy arrays inside, as the real one)
+    and a ``mark`` function whose call would leave a file: proof of whether unpickling ran code."""
+    import sys
+    import types
+
+    names = ("mmengine", "mmengine.logging", "mmengine.logging.history_buffer")
+    mods = {n: types.ModuleType(n) for n in names}
+    hb = mods["mmengine.logging.history_buffer"]
+
+    class HistoryBuffer:
+        def __init__(self, values):
+            self._log_history = np.asarray(values, np.float64)
+            self._count_history = np.ones(len(values))
+            self.max_length = 1000000
+
+    class CodeRunner:
+        def __reduce__(self):
+            return hb.mark, (str(tmp_path / "code_ran"),)
+
+    def mark(path):
+        Path(path).write_text("unpickling executed code")
+        return path
+
+    for obj in (HistoryBuffer, CodeRunner, mark):
+        obj.__module__, obj.__qualname__ = hb.__name__, obj.__name__
+        setattr(hb, obj.__name__, obj)
+    for n, m in mods.items():
+        monkeypatch.setitem(sys.modules, n, m)
+    return hb
+
+
+def mmengine_checkpoint(hb, state_dict: dict) -> dict:
+    """The layout mmengine's Runner.save_checkpoint writes."""
+    return {"meta": {"mmengine_version": "0.10.4", "seed": np.int64(0), "epoch": 0, "iter": 80000,
+                     "dataset_meta": {"classes": ("road", "sidewalk")}},
+            "state_dict": state_dict,
+            "message_hub": {"log_scalars": {"train/loss": hb.HistoryBuffer([0.5, 0.4])},
+                            "runtime_info": {"iter": 80000, "hook": hb.CodeRunner()},
+                            "resumed_keys": {"iter": True}},
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+            "param_schedulers": [{"eta_min": 1e-4, "power": 0.9}]}
+
+
+def test_mmengine_runner_checkpoint_loads_its_state_dict_without_running_code(fake_mmengine, tmp_path):
+    src = create_model("tiny_cityscapes")
+    path = tmp_path / "iter_80000.pth"
+    torch.save(mmengine_checkpoint(fake_mmengine, to_mmseg_names(src.state_dict())), path)
+    with pytest.raises(Exception, match="Unsupported global"):
+        torch.load(path, weights_only=True)          # what a plain weights-only load says
+    model = create_model("tiny_cityscapes", checkpoint=path)
+    for (k, a), b in zip(model.state_dict().items(), src.state_dict().values()):
+        if not k.startswith("auxiliary_decoder"):
+            assert torch.equal(a, b), k
+    assert not (tmp_path / "code_ran").exists()
+
+
+def test_pickled_objects_where_weights_belong_are_refused_safely(fake_mmengine, tmp_path):
+    sd = create_model("tiny_cityscapes").state_dict()
+    cases = {"module.pth": create_model("tiny_cityscapes"),                      # torch.save(model)
+             "object_in_sd.pth": {"state_dict": {**sd, "extra": fake_mmengine.CodeRunner()}},
+             "runner_object.pth": {"model": fake_mmengine.HistoryBuffer([1.0])}}
+    for name, obj in cases.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(ToolkitError, match="cannot be read safely: .*pickled Python objects") as info:
+            create_model("tiny_cityscapes", checkpoint=tmp_path / name)
+        assert "truncated" not in str(info.value) and "model.state_dict()" in info.value.fix, name
+    assert not (tmp_path / "code_ran").exists()
+    good = tmp_path / "good.pth"
+    torch.save({"model": sd}, good)
+    (tmp_path / "cut.pth").write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(ToolkitError, match="cannot read checkpoint .* truncated"):
+        create_model("tiny_cityscapes", checkpoint=tmp_path / "cut.pth")

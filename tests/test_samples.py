@@ -38,7 +38,8 @@ def test_layout_and_reader(small_set):
     assert lab.relative_to(root).as_posix() == "gtFine/train/synthville/synthville_000000_000019_gtFine_labelIds.png"
     assert sample_paths(root, "train", 1)[0].parent.name == "procburg"
     assert sample_paths(root, "val", 0)[0].parts[-3:-1] == ("val", "pixelstadt")
-    assert len(list((root / "leftImg8bit").rglob("*.png"))) == 6 == len(list((root / "gtFine").rglob("*.png")))
+    assert len(list((root / "leftImg8bit").rglob("*.png"))) == 6 == len(list((root / "gtFine").rglob("*_labelIds.png")))
+    assert len(list((root / "gtFine").rglob("*_gtFine_instanceIds.png"))) == 6
     ds = open_dataset(root, split="train")
     assert ds.kind == "cityscapes" and len(ds) == 4
     s = ds[0]
@@ -105,7 +106,7 @@ def test_rerun_skips_and_refuses_a_different_dataset(small_set, tmp_path, capsys
     shrink = tmp_path / "shrink"
     generate_dataset(shrink, SIZE, n_train=3, n_val=1, seed=1, workers=1, progress=False)
     generate_dataset(shrink, SIZE, n_train=2, n_val=1, seed=1, workers=1, progress=False, force=True)
-    assert len(list((shrink / "gtFine").rglob("*.png"))) == 3
+    assert len(list((shrink / "gtFine").rglob("*.png"))) == 2 * 3      # labelIds + instanceIds
 
 
 def test_cli_prints_summary_and_frequencies(tmp_path, capsys):
@@ -132,3 +133,26 @@ def test_video_reopens_with_all_frames(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(ToolkitError, match=".mp4 or .avi"):
         write_video(tmp_path / "drive.gif", n_frames=2, size=(64, 128))
+
+
+def test_instance_ids_follow_cityscapes_and_the_label_map(small_set):
+    """*_gtFine_instanceIds.png: 16-bit, labelId*1000+k for persons and cars, the labelId elsewhere."""
+    from samples.generate import instance_path
+
+    root, _ = small_set
+    cars = persons = 0
+    for i in range(4):
+        lab_path = sample_paths(root, "train", i)[1]
+        lab = cv2.imread(str(lab_path), cv2.IMREAD_UNCHANGED)
+        inst = cv2.imread(str(instance_path(lab_path)), cv2.IMREAD_UNCHANGED)
+        assert inst.dtype == np.uint16 and inst.shape == lab.shape
+        objects = inst >= 1000
+        np.testing.assert_array_equal(np.where(objects, inst // 1000, inst), lab)     # same classes, pixel for pixel
+        assert set(np.unique(lab[objects]).tolist()) <= {24, 26}                    # only classes with instances
+        assert not np.any(np.isin(lab, (24, 26)) & ~objects)
+        for cls in (24, 26):
+            ks = sorted({int(v) % 1000 for v in np.unique(inst[lab == cls])})
+            assert ks == list(range(len(ks)))                                        # k counts from 0 per class
+        cars += len(np.unique(inst[lab == 26]))
+        persons += len(np.unique(inst[lab == 24]))
+    assert cars >= 4 and persons >= 1

@@ -395,3 +395,45 @@ def test_live_flag_on_a_file_drops_stale_frames_and_ends_at_eof(tmp_path, monkey
     m = re.search(r"summary: (\d+) frames \((\d+) read, (\d+) dropped\), 0 reconnects", capsys.readouterr().out)
     written, read, dropped = map(int, m.groups())
     assert read == 30 and dropped > 0 and written + dropped == read
+
+
+def test_unwritable_output_names_the_output_flag(tmp_path, monkeypatch, capsys):
+    video = write_frames(tmp_path / "in.mp4", 2)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = cli([video, "--model", "f", "--output", blocker / "sub" / "o.mp4"], monkeypatch, FakeBackend())
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot create output directory" in err
+    assert "choose a writable --output location" in err and "--out " not in err
+
+
+def test_partial_recordings_of_killed_runs_are_removed(tmp_path, monkeypatch):
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    dead = tmp_path / f".rec.partial-{done.pid}.mp4"
+    live = tmp_path / f".rec.partial-{os.getppid()}.mp4"
+    other = tmp_path / f".other.partial-{done.pid}.mp4"
+    for p in (dead, live, other):
+        p.write_bytes(b"half a video")
+    video = write_frames(tmp_path / "in.mp4", 3)
+    assert cli([video, "--model", "f", "--output", tmp_path / "rec.mp4"], monkeypatch, FakeBackend()) == 0
+    assert not dead.exists() and live.exists() and other.exists() and count_frames(tmp_path / "rec.mp4")[0] == 3
+
+
+def test_hud_shows_the_delivered_rate_when_results_arrive_in_bursts(monkeypatch):
+    """Two workers hand over frames in pairs: 1 ms apart, then 1.1 s of nothing (1.82 FPS delivered).
+    An average of instantaneous rates read 12-23 FPS here; the HUD must read what the viewer gets."""
+    from runtime.video_pipeline import Result, Stats
+
+    drawn = []
+    monkeypatch.setattr("runtime.visualize.draw_hud", lambda img, fps, lat, dropped: drawn.append(fps))
+    now = [0.0]
+    args = demo.build_parser().parse_args(["x.mp4", "--model", "m.onnx"])
+    renderer = demo.Renderer(META, args, None, Stats(), clock=lambda: now[0])
+    rgb, labels = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.int32)
+    for pair in range(12):
+        for k in range(2):
+            now[0] = 1.1 * pair + 0.001 * k
+            renderer(Result(index=2 * pair + k, rgb=rgb, labels=labels, t_capture=now[0] - 0.5))
+    delivered = 2 / 1.1
+    assert all(abs(fps - delivered) / delivered < 0.3 for fps in drawn[4:]), drawn

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import parse_hw, run_cli
+from runtime.apps.cli import non_negative_int, parse_hw, positive_int, run_cli
 from runtime.errors import ToolkitError
 from runtime.sysinfo import describe, machine_info
 
@@ -122,7 +122,8 @@ def run_isolated(spec: dict) -> dict[str, Any]:
         proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 or not out.is_file():
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-            return {"label": spec["artifact"] + spec.get("suffix", ""), "error": lines[-1] if lines else f"exit {proc.returncode}"}
+            last = lines[-1] if lines else f"exit {proc.returncode}"
+            return {"label": spec["artifact"] + spec.get("suffix", ""), "error": last.removeprefix("error: ")}
         return json.loads(out.read_text())
 
 
@@ -186,12 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", help="reference crop HxW (default: the variant's crop)")
     p.add_argument("--stride", help="tiling stride HxW (default: overlap >= 1/3 of the crop)")
     p.add_argument("--mode", default="tiled", choices=("tiled", "whole", "resize"))
-    p.add_argument("--batch", type=int, default=1, help="tiles per PyTorch call")
-    p.add_argument("--warmup", type=int, default=1, help="untimed frames per backend")
-    p.add_argument("--iters", type=int, default=3, help="timed frames per backend")
+    p.add_argument("--batch", type=positive_int, default=1, help="tiles per PyTorch call")
+    p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed frames per backend")
+    p.add_argument("--iters", type=positive_int, default=3, help="timed frames per backend")
     p.add_argument("--backend", default="auto")
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
-    p.add_argument("--threads", type=int, help="threads for ONNX Runtime and PyTorch")
+    p.add_argument("--threads", type=positive_int, help="threads for ONNX Runtime and PyTorch")
     p.add_argument("--device", default="cpu", help="reference device")
     p.add_argument("--no-isolate", action="store_true", help="run every backend in this process")
     p.add_argument("--out", default="runs/benchmark.json", help="results JSON")
@@ -206,8 +207,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = measure(json.loads(args.worker))
         Path(args.worker_out).write_text(json.dumps(result))
         return 0
-    if args.warmup < 0 or args.iters < 1:
-        raise ToolkitError("need --warmup >= 0 and --iters >= 1", found=f"{args.warmup}, {args.iters}")
     from runtime.fileio import atomic_open, ensure_writable_dir
 
     ensure_writable_dir(Path(args.out).parent)

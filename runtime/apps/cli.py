@@ -48,6 +48,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse ``type=`` for counts where 0 means none (warm-up frames, retries, split sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text!r}")
+    return value
+
+
 def dataset_name_of(variant: str) -> str:
     """The dataset of a variant name (``cityscapes`` / ``ade20k`` / ``voc``)."""
     from models.zoo import get_variant

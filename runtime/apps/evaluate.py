@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import dataset_name_of, parse_hw, run_cli
+from runtime.apps.cli import dataset_name_of, parse_hw, positive_int, run_cli
 from runtime.data import train_to_label_ids
 from runtime.fileio import write_png
 from runtime.errors import ToolkitError
@@ -124,12 +124,41 @@ def _check_artifact(meta: Any, ref_meta: Any, label: str) -> list[str]:
     if meta.checkpoint_sha256 and ref_meta.checkpoint_sha256 and meta.checkpoint_sha256 != ref_meta.checkpoint_sha256:
         notes.append(f"{label}: exported from another checkpoint (sha256 {meta.checkpoint_sha256[:12]} "
                      f"vs reference {ref_meta.checkpoint_sha256[:12]})")
-    if tuple(meta.crop) != tuple(ref_meta.crop):
-        notes.append(f"{label}: crop {meta.crop[0]}x{meta.crop[1]} differs from the reference "
-                     f"{ref_meta.crop[0]}x{ref_meta.crop[1]}: tiling differs too")
     if meta.random_init:
         notes.append(f"{label}: exported from a randomly initialised model (dry run)")
     return notes
+
+
+def reference_crop(artifacts: Sequence[str], backend: str, crop: Sequence[int] | None) -> tuple[int, int] | None:
+    """The crop the PyTorch reference runs at: the artifacts' own.
+
+    An artifact's crop is fixed when it is built, and it decides the tiling and what the non-local
+    attention sees in one tile. A reference at another crop would be another model configuration, so
+    its drop would mix tiling with precision: the reference follows the artifacts' crop, and a
+    ``--crop`` or a set of artifacts that disagree is refused with that reason.
+    """
+    from runtime.artifact import read_onnx_meta, read_sidecar
+    from runtime.backends import backend_for
+
+    crops: dict[tuple[int, int], list[str]] = {}
+    for a in artifacts:
+        kind = backend_for(a, backend)
+        if kind == "torch":
+            continue
+        meta = read_onnx_meta(a) if kind == "onnxruntime" else read_sidecar(a)[0]
+        crops.setdefault((int(meta.crop[0]), int(meta.crop[1])), []).append(Path(a).name)
+    if len(crops) > 1:
+        groups = "; ".join(f"{h}x{w}: {', '.join(names)}" for (h, w), names in crops.items())
+        raise ToolkitError(f"the artifacts were built at different crops ({groups}); one reference cannot tile "
+                           "like all of them", fix="evaluate the artifacts of each crop in a separate run")
+    if not crops:
+        return None if crop is None else (int(crop[0]), int(crop[1]))
+    (h, w), = crops
+    if crop is not None and (int(crop[0]), int(crop[1])) != (h, w):
+        raise ToolkitError(f"--crop {crop[0]}x{crop[1]} differs from the artifacts' crop {h}x{w}: the reference "
+                           "would tile the frames differently, so the drop would measure the crop, not the precision",
+                           fix=f"drop --crop (the reference follows the artifacts) or pass --crop {h}x{w}")
+    return h, w
 
 
 def _gate(row: dict, ref_miou: float | None, limits: dict[str, float]) -> None:
@@ -148,7 +177,7 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
              crop: Sequence[int] | None = None, stride: Sequence[int] | None = None, mode: str = "tiled",
              split: str = "val", limit: int | None = None, max_drop: dict[str, float] | None = None,
              backend: str = "auto", backend_options: dict | None = None, save_dir: str | None = None,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", label_ids: str = "labelIds") -> dict[str, Any]:
     """Run the reference and each artifact over ``data``; returns the report dict."""
     from runtime.backends import open_backend
     from runtime.data import open_dataset
@@ -156,7 +185,8 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
 
     limits = max_drop or dict(DEFAULT_MAX_DROP)
     candidates = [open_backend(a, backend=backend, **(backend_options or {})) for a in artifacts]
-    dataset = open_dataset(data, split=split, limit=limit)
+    crop = reference_crop(artifacts, backend, crop)
+    dataset = open_dataset(data, split=split, limit=limit, label_ids=label_ids)
     if len(dataset) == 0:
         raise ToolkitError(f"no images found in {data} (split {split})", fix="check --data and --split")
     if dataset[0].label is None:
@@ -186,6 +216,7 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
         print(f"warning: {n}", file=sys.stderr)
     return {"data": str(data), "split": split, "images": len(dataset), "skipped": getattr(dataset, "skipped", 0),
             "kind": dataset.kind, "reference": reference, "checkpoint": checkpoint, "mode": mode,
+            "crop": list(ref_meta.crop),
             "stride": list(stride) if stride else "default", "max_drop": limits, "rows": rows,
             "notes": notes, "class_names": list(dataset.class_names), "seconds": time.perf_counter() - t0,
             "passed": all(r.get("passed") is not False for r in rows[1:])}
@@ -282,15 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", "--model", dest="reference", required=True, help="variant, e.g. r18os8_cityscapes")
     p.add_argument("--checkpoint", help="reference checkpoint (.pth); omit only for a dry run")
     p.add_argument("--artifacts", nargs="+", default=[], help=".onnx / .engine files to check")
-    p.add_argument("--crop", help="reference crop HxW (default: the variant's crop)")
+    p.add_argument("--crop", help="reference crop HxW (default: the artifacts' crop, else the variant's)")
     p.add_argument("--stride", help="tiling stride HxW (default: overlap >= 1/3 of the crop)")
     p.add_argument("--mode", default="tiled", choices=("tiled", "whole", "resize"))
     p.add_argument("--split", default="val")
-    p.add_argument("--limit", type=int, help="first N images only")
+    p.add_argument("--limit", type=positive_int, help="first N images only")
+    p.add_argument("--label-ids", default="labelIds", choices=("labelIds", "trainIds"),
+                   help="Cityscapes: what the *_gtFine_labelIds.png files hold (default labelIds, 0..33)")
     p.add_argument("--max-drop", help="limits in mIoU points, e.g. fp32=0.01,fp16=0.1,int8=0.5")
     p.add_argument("--backend", default="auto", help="force a backend for the artifacts")
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--device", default="cpu", help="reference device: cpu or cuda")
     p.add_argument("--out", default="runs/evaluate", help="report directory")
     p.add_argument("--save-preds", action="store_true",
@@ -304,8 +337,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = ensure_writable_dir(args.out)
     limits = parse_max_drop(args.max_drop)
-    if args.limit is not None and args.limit < 1:
-        raise ToolkitError("--limit must be >= 1", found=str(args.limit))
     options: dict[str, Any] = {}
     if args.providers or args.threads:
         if any(not str(a).lower().endswith(".onnx") for a in args.artifacts):
@@ -317,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       stride=parse_hw(args.stride, "--stride") if args.stride else None, mode=args.mode,
                       split=args.split, limit=args.limit, max_drop=limits, backend=args.backend,
                       backend_options=options, save_dir=str(Path(out) / "preds") if args.save_preds else None,
-                      device=args.device)
+                      device=args.device, label_ids=args.label_ids)
     paths = write_reports(report, out)
     print_table(report)
     print(f"reports: {paths[0]} {paths[1]}")

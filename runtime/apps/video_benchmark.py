@@ -28,7 +28,7 @@ if __package__ in (None, ""):   # `python runtime/video_benchmark.py`
 import numpy as np
 
 import runtime.apps.video_demo as demo
-from runtime.apps.cli import parse_hw, run_cli
+from runtime.apps.cli import non_negative_int, parse_hw, positive_int, run_cli
 from runtime.errors import ToolkitError
 from runtime.video_io import open_source, parse_source
 
@@ -145,16 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = demo.build_parser()
     parser.prog = "python -m runtime.video_benchmark"
     parser.add_argument("--json", help="write the figures here as JSON")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed frames before each reference run")
-    parser.add_argument("--rounds", type=int, default=3, help="pipeline runs, interleaved with references")
+    parser.add_argument("--warmup", type=non_negative_int, default=5, help="untimed frames before each reference run")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="pipeline runs, interleaved with references")
     parser.set_defaults(max_frames=100)
     args = parser.parse_args(argv)
     demo.check_args(args)
     if args.show or args.live:
         raise ToolkitError("the benchmark runs headless on a file or folder", fix="drop --show / --live")
-    if args.rounds < 1:
-        raise ToolkitError(f"bad --rounds {args.rounds}", expected=">= 1")
-    result = measure(args, max(0, args.warmup), args.rounds)
+    result = measure(args, args.warmup, args.rounds)
     print_table(result)
     if args.json:
         from runtime.fileio import atomic_open

@@ -25,10 +25,10 @@ from typing import Any, Iterator, Sequence
 if __package__ in (None, ""):   # `python runtime/video_demo.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.apps.cli import add_model_arguments, open_model, parse_hw, run_cli
+from runtime.apps.cli import add_model_arguments, non_negative_int, open_model, parse_hw, positive_int, run_cli
 from runtime.errors import ToolkitError
 from runtime.video_io import STREAM_KINDS, Reconnecting, SourceSpec, VideoSink, log, open_source, parse_source
-from runtime.video_pipeline import Pipeline, Result, Stats
+from runtime.video_pipeline import Pipeline, RateMeter, Result, Stats
 
 WINDOW = "NonLocalNet demo"
 
@@ -56,14 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="treat the source as live: newest frame wins, reconnect on failure")
     live.add_argument("--no-live", dest="live", action="store_false",
                       help="process every frame in order (default for files and folders)")
-    s.add_argument("--max-frames", type=int, help="stop after N frames")
+    s.add_argument("--max-frames", type=positive_int, help="stop after N frames")
     s.add_argument("--camera-size", help="ask a camera for this capture size HxW")
-    s.add_argument("--reconnect-attempts", type=int, default=5, help="live: reopen attempts (default 5)")
+    s.add_argument("--reconnect-attempts", type=non_negative_int, default=5, help="live: reopen attempts (default 5)")
     s.add_argument("--reconnect-delay", type=float, default=0.5,
                    help="live: first reconnect wait in s, doubled per attempt (default 0.5)")
     s.add_argument("--reconnect-max-delay", type=float, default=10.0, help="live: longest wait (default 10)")
     s.add_argument("--timeout", type=float, default=10.0, help="URL sources: open/read timeout in s")
-    s.add_argument("--queue-size", type=int, default=4, help="frames buffered between stages (files)")
+    s.add_argument("--queue-size", type=positive_int, default=4, help="frames buffered between stages (files)")
     return p
 
 
@@ -83,10 +83,6 @@ def inference_workers(args: argparse.Namespace, backend: Any) -> int:
 def check_args(args: argparse.Namespace) -> None:
     if not 0.0 <= args.alpha <= 1.0:
         raise ToolkitError(f"bad --alpha {args.alpha}", expected="0 <= alpha <= 1")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ToolkitError(f"bad --max-frames {args.max_frames}", expected=">= 1")
-    if args.queue_size < 1:
-        raise ToolkitError(f"bad --queue-size {args.queue_size}", expected=">= 1")
     if args.output_fps is not None and args.output_fps <= 0:
         raise ToolkitError(f"bad --output-fps {args.output_fps}", expected="> 0")
     if args.show:
@@ -119,7 +115,8 @@ def close_window() -> None:
 class Renderer:
     """Overlay + legend + HUD for each result; records it and shows it (in the main thread)."""
 
-    def __init__(self, meta: Any, args: argparse.Namespace, sink: VideoSink | None, stats: Stats) -> None:
+    def __init__(self, meta: Any, args: argparse.Namespace, sink: VideoSink | None, stats: Stats,
+                 clock: Any = time.perf_counter) -> None:
         self.palette = meta.palette
         self.names = meta.class_names
         self.alpha = args.alpha
@@ -128,16 +125,14 @@ class Renderer:
         self.show = bool(args.show)
         self.sink = sink
         self.stats = stats
-        self._last: float | None = None
-        self.fps_ema = 0.0
+        self.clock = clock
+        self.rate = RateMeter()          # frames delivered per second: the rate the viewer gets
+        self.fps = 0.0
         self.latency_ema = 0.0
 
     def _update_rates(self, t_capture: float) -> None:
-        now = time.perf_counter()
-        if self._last is not None and now > self._last:
-            inst = 1.0 / (now - self._last)
-            self.fps_ema = inst if self.fps_ema == 0 else 0.9 * self.fps_ema + 0.1 * inst
-        self._last = now
+        now = self.clock()
+        self.fps = self.rate.tick(now)
         lat = 1000.0 * (now - t_capture)
         self.latency_ema = lat if self.latency_ema == 0 else 0.9 * self.latency_ema + 0.1 * lat
 
@@ -151,7 +146,7 @@ class Renderer:
             draw_legend(image, self.names, self.palette, present_only=True, labels=result.labels)
         self._update_rates(result.t_capture)
         if self.hud:
-            draw_hud(image, self.fps_ema, self.latency_ema, self.stats.dropped)
+            draw_hud(image, self.fps, self.latency_ema, self.stats.dropped)
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if self.sink is not None:
             self.sink.write(bgr)
