@@ -40,13 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from runtime.triton.env import find_env, validate_configs
+    from runtime.triton.env import find_env, parse_configs
     from runtime.triton.repo import write_repository
 
     entries = write_repository(args.artifacts, args.out, repo_options(args, args.platform, args.kind))
     configs = [Path(args.out) / e["model"] / "config.pbtxt" for e in entries]
     if find_env() is not None:
-        validate_configs(configs)
+        parse_configs(configs)
         print(f"{len(configs)} config.pbtxt parsed with Triton's model_config.proto")
     else:
         print("note: Triton environment not set up; configs not schema-checked (python -m runtime.serve --setup)")

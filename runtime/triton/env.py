@@ -155,18 +155,19 @@ def _run(cmd: list[str], what: str) -> None:
                            fix="check network access to PyPI and that python3-venv is installed")
 
 
-def validate_configs(paths: list[Path]) -> list[str]:
-    """Parse each config.pbtxt with Triton's model_config.proto (tritonclient's model_config_pb2,
-    run in the Triton venv); returns the parsed model names. Raises ToolkitError on a parse error."""
+def parse_configs(paths: list[Path]) -> list[dict]:
+    """Parse each config.pbtxt with Triton's model_config.proto (tritonclient's model_config_pb2, run in
+    the Triton venv); returns them as JSON dicts (protobuf field names). ToolkitError on a parse error."""
     env = require_env()
-    code = ("import sys, json\nfrom google.protobuf import text_format\n"
-            "from tritonclient.grpc import model_config_pb2 as mc\nnames = []\n"
+    code = ("import sys, json\nfrom google.protobuf import json_format, text_format\n"
+            "from tritonclient.grpc import model_config_pb2 as mc\nout = []\n"
             "for p in sys.argv[1:]:\n"
-            "    c = text_format.Parse(open(p).read(), mc.ModelConfig())\n    names.append(c.name)\n"
-            "print(json.dumps(names))\n")
+            "    c = text_format.Parse(open(p).read(), mc.ModelConfig())\n"
+            "    out.append(json_format.MessageToDict(c, preserving_proto_field_name=True))\n"
+            "print(json.dumps(out))\n")
     proc = subprocess.run([str(env.python), "-c", code, *map(str, paths)], capture_output=True, text=True,
                           env=env.process_env())
     if proc.returncode != 0:
-        raise ToolkitError("a config.pbtxt does not parse with Triton's model_config.proto",
-                           found=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "?")
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise ToolkitError("a config.pbtxt does not parse with Triton's model_config.proto", found=last)
     return json.loads(proc.stdout)

@@ -111,6 +111,7 @@ class TritonServer:
         self._signal(signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait()
+            self._wait_group_gone()
 
     def stop(self) -> None:
         """Graceful stop, then SIGKILL for anything left; safe to call twice."""
