@@ -187,3 +187,31 @@ def _cmdline_has(proc_dir: Path, text: str) -> bool:
         return text in (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return False
+
+
+def test_segment_video_demo_and_benchmark_use_the_served_model(served, tmp_path, capsys):
+    """The other apps through --url/--triton-model (segment, the video demo with 2 inference workers
+    sharing one backend) or a triton:// artifact (benchmark)."""
+    import cv2
+
+    from runtime.apps import benchmark, segment, video_demo
+    from runtime.apps.cli import run_cli
+    from runtime.apps.serve_load import reference_labels
+    from samples.generate import write_video
+
+    url = served["server"].url
+    image = synthetic_frame(96, 200, seed=30)
+    cv2.imwrite(str(tmp_path / "a.png"), image[:, :, ::-1])
+    assert segment.main([str(tmp_path / "a.png"), "--url", url, "--triton-model", TILE, "--out", str(tmp_path / "seg")]) == 0
+    got = cv2.imread(str(tmp_path / "seg/a_trainIds.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(got, reference_labels(str(served["onnx"]), [image])[0])
+    video = write_video(tmp_path / "drive.mp4", n_frames=6, fps=10.0, size=(96, 200))
+    code = run_cli(video_demo.main, [str(video), "--url", url, "--triton-model", TILE, "--workers", "2",
+                                     "--output", str(tmp_path / "out.mp4"), "--headless"])
+    assert code == 0 and "summary: 6 frames (6 read, 0 dropped)" in capsys.readouterr().out
+    out = tmp_path / "bench.json"
+    served_artifact = url.replace("http://", "triton://") + "/" + TILE
+    argv = ["--artifacts", served_artifact, "--frame", "96x200", "--warmup", "0", "--iters", "1", "--no-isolate",
+            "--out", str(out)]
+    assert benchmark.main(argv) == 0
+    assert "triton:" + TILE in capsys.readouterr().out

@@ -26,7 +26,10 @@ NEEDS_BACKEND = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}
 
 def add_repo_arguments(p: argparse.ArgumentParser) -> None:
     """Serving options shared with export/to_triton.py."""
-    p.add_argument("--instances", type=positive_int, default=1, help="model instances per model (default 1)")
+    p.add_argument("--instances", type=positive_int, default=1, help="tile model instances (default 1)")
+    p.add_argument("--frame-instances", type=positive_int,
+                   help="frame model instances (default: --instances); more frames in flight than tile "
+                        "instances is what lets the dynamic batcher merge tiles of different frames")
     p.add_argument("--max-batch", type=int, default=8,
                    help="tile models' max_batch_size (dynamic batching); 0 = the artifact's static batch")
     p.add_argument("--preferred-batch", type=positive_int, nargs="*", default=[], help="preferred batch sizes")
@@ -42,6 +45,7 @@ def repo_options(args: argparse.Namespace, platform: str, kind: str) -> Any:
     return RepoOptions(platform=platform, instances=args.instances, kind=kind, max_batch=args.max_batch,
                        preferred=tuple(args.preferred_batch), delay_us=args.max_queue_delay_us,
                        frame_model=not args.no_frame_model, ort_threads=args.ort_threads,
+                       frame_instances=args.frame_instances,
                        stride=parse_hw(args.stride, "--stride") if args.stride else None)
 
 

@@ -5,11 +5,13 @@ that the server and model are ready and reads the model's config: input/output n
 ``max_batch_size`` and the toolkit metadata (crop, classes, mean/std, precision...) from its
 ``nonlocalnet`` parameter, written by ``export/to_triton.py``. A model with ``max_batch_size > 0``
 takes any number of tiles up to it per call (the server's dynamic batcher merges clients); one with
-0 takes exactly its static batch.
+0 takes exactly its static batch. Thread-safe: each calling thread gets its own HTTP connection
+(the video demo runs several inference workers on one backend).
 """
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import numpy as np
@@ -54,26 +56,39 @@ class TritonBackend(Backend):
         super().__init__(str(artifact))
         self.url, self.model = parse_triton_artifact(self.artifact)
         self.timeout = float(timeout)
-        self._client: Any = None
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
         self._io: dict[str, Any] = {}
         self.static_batch = True
 
     def _allocate(self) -> None:
-        from runtime.triton.client import TritonHTTP
-
-        self._client = TritonHTTP(self.url, timeout=self.timeout)
-        self._client.get_json("/v2/health/ready")          # no server -> ToolkitError with the fix
-        config = self._client.config(self.model)
+        client = self._thread_client()
+        client.get_json("/v2/health/ready")          # no server -> ToolkitError with the fix
+        config = client.config(self.model)
         self._meta, self._io = meta_from_config(config, self.artifact)
         self.static_batch = self._io["max_batch_size"] == 0
-        if not self._client.is_ready(self.model):
+        if not client.is_ready(self.model):
             raise ToolkitError(f"Triton model {self.model!r} at {self.url} is not ready",
                                fix=f"see the server log; GET {self.url}/v2/models/{self.model}/ready")
 
+    def _thread_client(self) -> Any:
+        """This thread's connection (created on first use)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            from runtime.triton.client import TritonHTTP
+
+            client = self._local.client = TritonHTTP(self.url, timeout=self.timeout)
+            with self._lock:
+                self._clients.append(client)
+        return client
+
     def _release(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients = []
+        self._local = threading.local()
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -89,7 +104,7 @@ class TritonBackend(Backend):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         feed = batch.astype(self._io["input_dtype"], copy=False)
-        out = self._client.infer(self.model, [(self._io["input_name"], feed)], [self._io["output_name"]])
+        out = self._thread_client().infer(self.model, [(self._io["input_name"], feed)], [self._io["output_name"]])
         return as_output(out[self._io["output_name"]], self.output_kind)
 
     def describe(self) -> dict[str, Any]:
