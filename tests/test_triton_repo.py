@@ -164,3 +164,16 @@ def test_serve_refuses_models_whose_backend_the_server_lacks(tiny, tmp_path):  #
         main([])
     with pytest.raises(ToolkitError, match="holds no model"):
         repo_models(tmp_path / "backends")
+
+
+def test_serving_path_imports_no_torch():
+    import subprocess
+    import sys
+
+    from test_backends import ROOT
+
+    code = ("import sys\nimport runtime.backends.triton_backend, runtime.apps.serve, runtime.apps.serve_load\n"
+            "import runtime.triton.repo, runtime.triton.server, runtime.triton.onnx_batch\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
