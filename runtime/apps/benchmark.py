@@ -149,7 +149,7 @@ def build_specs(args: argparse.Namespace) -> list[dict]:
     from runtime.backends import open_backend
     for s in specs:   # fail fast on a bad path / name / option, before any subprocess starts
         open_backend(s["artifact"], backend=s.get("backend", "auto"), **s["options"])
-        if s["backend"] != "torch" and not Path(s["artifact"]).is_file():
+        if s["backend"] != "torch" and not s["artifact"].startswith("triton://") and not Path(s["artifact"]).is_file():
             raise ToolkitError(f"artifact not found: {s['artifact']}")
     return specs
 

@@ -68,17 +68,39 @@ def dataset_name_of(variant: str) -> str:
 def add_model_arguments(p: argparse.ArgumentParser) -> Any:
     """The model / backend / tiling flags (video demo, segment); returns the group."""
     m = p.add_argument_group("model")
-    m.add_argument("--model", required=True, help=".onnx / .engine artifact or a variant name (PyTorch)")
+    m.add_argument("--model", help=".onnx / .engine artifact, triton://HOST:PORT/MODEL, or a variant name (PyTorch)")
     m.add_argument("--checkpoint", help="PyTorch only: checkpoint .pth (or 'pretrained')")
     m.add_argument("--crop", help="PyTorch only: tile size HxW (default: the variant's crop)")
     m.add_argument("--stride", help="tiled mode: tile stride HxW (default: 2/3 of the crop)")
     m.add_argument("--mode", default="tiled", choices=("tiled", "resize", "whole"),
                    help="tiled: sliding window (accurate); resize: one tile per frame (fast)")
-    m.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt")
+    m.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt | triton")
     m.add_argument("--device", help="PyTorch: cpu / cuda[:N]; TensorRT: GPU index")
     m.add_argument("--providers", help="ONNX Runtime: cpu | cuda | tensorrt")
     m.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch / ONNX Runtime")
+    add_triton_arguments(m)
     return m
+
+
+def add_triton_arguments(p: Any) -> None:
+    """``--url`` / ``--triton-model``: a tile model served by Triton (runtime.serve)."""
+    p.add_argument("--url", help="Triton: server URL, e.g. http://127.0.0.1:8000 (with --triton-model)")
+    p.add_argument("--triton-model", help="Triton: served tile model name (with --url)")
+
+
+def triton_model_arg(args: argparse.Namespace) -> str | None:
+    """The ``triton://`` artifact named by ``--url`` + ``--triton-model`` (None when neither is given)."""
+    url, model = getattr(args, "url", None), getattr(args, "triton_model", None)
+    if not (url or model):
+        return None
+    if not (url and model):
+        raise ToolkitError("--url and --triton-model go together", fix="pass both, e.g. --url "
+                           "http://127.0.0.1:8000 --triton-model r18os8_cityscapes_512x1024")
+    if getattr(args, "backend", "auto") not in ("auto", "triton"):
+        raise ToolkitError(f"--url/--triton-model name a Triton model, not a {args.backend} artifact",
+                           fix="use --backend triton or auto")
+    from runtime.backends.triton_backend import triton_artifact
+    return triton_artifact(url, model)
 
 
 def backend_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -89,6 +111,13 @@ def backend_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         if given:
             raise ToolkitError(f"{', '.join(given)} only apply to a PyTorch variant, not {args.model}",
                                fix="the artifact carries its weights and crop; drop the flag")
+    if kind == "triton":
+        given = [flag for flag, value in (("--threads", args.threads), ("--device", args.device),
+                                          ("--providers", args.providers)) if value]
+        if given:
+            raise ToolkitError(f"{', '.join(given)} do not apply to a model served by Triton",
+                               fix="the server's config.pbtxt decides devices and threads (export/to_triton.py)")
+        return {}
     if args.providers and kind != "onnxruntime":
         raise ToolkitError("--providers only applies to ONNX artifacts", found=str(args.model))
     opts: dict[str, Any] = {}
@@ -113,8 +142,14 @@ def backend_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
 
 
 def open_model(args: argparse.Namespace) -> Any:
-    """The (not yet open) backend for ``--model``."""
+    """The (not yet open) backend for ``--model`` (or ``--url`` + ``--triton-model``)."""
     from runtime.backends import backend_for, open_backend
 
+    served = triton_model_arg(args)
+    if served and args.model:
+        raise ToolkitError("pass either --model or --url/--triton-model, not both")
+    args.model = served or args.model
+    if not args.model:
+        raise ToolkitError("no model given", fix="pass --model ARTIFACT|VARIANT, or --url URL --triton-model NAME")
     kind = backend_for(args.model, args.backend)
     return open_backend(args.model, kind, **backend_options(args, kind))

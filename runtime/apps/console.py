@@ -16,6 +16,9 @@ COMMANDS = {
     "benchmark": "runtime.apps.benchmark",
     "segment": "runtime.apps.segment",
     "video-demo": "runtime.apps.video_demo",
+    "export-triton": "export.to_triton",
+    "serve": "runtime.apps.serve",
+    "serve-load": "runtime.apps.serve_load",
 }
 
 
@@ -32,3 +35,6 @@ def evaluate() -> None: _run("evaluate")              # noqa: E704
 def benchmark() -> None: _run("benchmark")            # noqa: E704
 def segment() -> None: _run("segment")                # noqa: E704
 def video_demo() -> None: _run("video-demo")          # noqa: E704
+def export_triton() -> None: _run("export-triton")    # noqa: E704
+def serve() -> None: _run("serve")                    # noqa: E704
+def serve_load() -> None: _run("serve-load")          # noqa: E704

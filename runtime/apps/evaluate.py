@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import dataset_name_of, parse_hw, positive_int, run_cli
+from runtime.apps.cli import add_triton_arguments, dataset_name_of, parse_hw, positive_int, run_cli, triton_model_arg
 from runtime.data import train_to_label_ids
 from runtime.fileio import write_png
 from runtime.errors import ToolkitError
@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset root (Cityscapes/VOC/ADE20k layout)")
     p.add_argument("--reference", "--model", dest="reference", required=True, help="variant, e.g. r18os8_cityscapes")
     p.add_argument("--checkpoint", help="reference checkpoint (.pth); omit only for a dry run")
-    p.add_argument("--artifacts", nargs="+", default=[], help=".onnx / .engine files to check")
+    p.add_argument("--artifacts", nargs="+", default=[],
+                   help=".onnx / .engine files or triton://HOST:PORT/MODEL served models to check")
     p.add_argument("--crop", help="reference crop HxW (default: the artifacts' crop, else the variant's)")
     p.add_argument("--stride", help="tiling stride HxW (default: overlap >= 1/3 of the crop)")
     p.add_argument("--mode", default="tiled", choices=("tiled", "whole", "resize"))
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
     p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--device", default="cpu", help="reference device: cpu or cuda")
+    add_triton_arguments(p)
     p.add_argument("--out", default="runs/evaluate", help="report directory")
     p.add_argument("--save-preds", action="store_true",
                    help="write colourised predictions, disagreement maps and *_labelIds.png")
@@ -337,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = ensure_writable_dir(args.out)
     limits = parse_max_drop(args.max_drop)
+    served = triton_model_arg(args)
+    if served:
+        args.artifacts = [*args.artifacts, served]
     options: dict[str, Any] = {}
     if args.providers or args.threads:
         if any(not str(a).lower().endswith(".onnx") for a in args.artifacts):

@@ -2,7 +2,7 @@
 
 ``open_backend(artifact, backend="auto", **options)`` picks the backend from the artifact: a
 ``.onnx`` path -> ONNX Runtime, ``.engine``/``.plan`` -> TensorRT, a variant name -> the PyTorch
-reference. Nothing heavy (torch, onnxruntime, tensorrt) is imported until a backend is opened.
+reference, a ``triton://HOST:PORT/MODEL`` string -> a model served by Triton. Nothing heavy (torch, onnxruntime, tensorrt) is imported until a backend is opened.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 from runtime.backends.base import Backend
 from runtime.errors import ToolkitError
 
-BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt", "triton")
 ALIASES = {"pytorch": "torch", "ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt"}
+TRITON_SCHEME = "triton://"
 SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
 
 __all__ = ["Backend", "open_backend", "backend_for", "BACKEND_NAMES"]
@@ -27,11 +28,19 @@ def _did_you_mean(word: str, choices: Any) -> str | None:
 
 
 def backend_for(artifact: str | os.PathLike, backend: str = "auto") -> str:
-    """The backend name for ``artifact`` ("torch" | "onnxruntime" | "tensorrt")."""
+    """The backend name for ``artifact`` ("torch" | "onnxruntime" | "tensorrt" | "triton")."""
     choice = ALIASES.get(str(backend).lower(), str(backend).lower())
     if choice not in BACKEND_NAMES + ("auto",):
         raise ToolkitError(f"unknown backend {backend!r}", expected="auto, " + ", ".join(BACKEND_NAMES),
                            fix=_did_you_mean(choice, BACKEND_NAMES + tuple(ALIASES)))
+    served = str(artifact).startswith(TRITON_SCHEME)
+    if served or choice == "triton":
+        if not (served and choice in ("auto", "triton")):
+            raise ToolkitError(f"the Triton backend serves triton://HOST:PORT/MODEL models, not {artifact}"
+                               if choice == "triton" else f"{artifact} is served by Triton, not {choice}",
+                               fix="pass --backend triton --url http://HOST:PORT --triton-model NAME, "
+                                   "or a triton://HOST:PORT/MODEL artifact with --backend auto")
+        return "triton"
     suffix = Path(str(artifact)).suffix.lower()
     by_suffix = SUFFIXES.get(suffix)
     if choice == "auto":
@@ -55,7 +64,8 @@ def open_backend(artifact: str | os.PathLike, backend: str = "auto", **options: 
     """Build (not yet open) the backend for ``artifact``; use it as ``with open_backend(...) as b:``.
 
     Options per backend: torch: checkpoint, crop, device, autocast, batch, threads, model;
-    onnxruntime: providers, threads, trt_cache_dir; tensorrt: device, cuda, cuda_graph, strict.
+    onnxruntime: providers, threads, trt_cache_dir; tensorrt: device, cuda, cuda_graph, strict;
+    triton: url, model, timeout.
     """
     kind = backend_for(artifact, backend)
     if kind == "torch":
@@ -66,6 +76,9 @@ def open_backend(artifact: str | os.PathLike, backend: str = "auto", **options: 
     elif kind == "onnxruntime":
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
         cls = OnnxRuntimeBackend
+    elif kind == "triton":
+        from runtime.backends.triton_backend import TritonBackend
+        cls = TritonBackend
     else:
         from runtime.backends.tensorrt_backend import TensorRTBackend
         cls = TensorRTBackend

@@ -1,0 +1,47 @@
+"""Triton Python-backend model (copied as ``model.py``): an ONNX tile artifact in ONNX Runtime.
+
+For servers without Triton's onnxruntime backend (the pip-bundled tritonserver has only the Python
+backend). One ``execute`` gets every request the dynamic batcher merged: their tiles are concatenated
+into one ONNX Runtime call and the output is split back per request.
+"""
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import onnxruntime as ort
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        opts = ort.SessionOptions()
+        threads = int(params.get("ort_threads") or 0)
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+
+    def execute(self, requests):
+        arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
+        try:
+            if self.batched and len(arrays) > 1:
+                out = self.session.run([self.output_name], {self.input_name: np.concatenate(arrays)})[0]
+                sizes = np.cumsum([a.shape[0] for a in arrays])[:-1]
+                outs = np.split(out, sizes)
+            else:
+                outs = [self.session.run([self.output_name], {self.input_name: a})[0] for a in arrays]
+        except Exception as exc:  # ORT raises its own exception types; each request gets the error
+            error = pb_utils.TritonError(f"ONNX Runtime: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, o)]) for o in outs]
+
+    def finalize(self):
+        self.session = None

@@ -1,0 +1,179 @@
+"""Triton model-repository export (no server): configs from artifact metadata, parsed with Triton's
+model_config.proto; the dynamic-batch ONNX copy; the triton backend's dispatch and user errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from runtime.artifact import read_onnx_meta, sidecar_path
+from runtime.backends import backend_for, open_backend
+from runtime.errors import ToolkitError
+from runtime.triton.env import find_env, home, parse_configs
+from runtime.triton.repo import RepoOptions, write_repository
+from test_backends import VARIANT, export_onnx, tiny  # noqa: F401  (module fixture)
+
+QUIET = dict(log=lambda *a: None)
+
+
+def fake_engine(tiny, d):  # noqa: F811
+    """An 'engine' file + sidecar: the writer only copies the plan, so any bytes do for config tests."""
+    engine = d / "tiny_cityscapes_64x128_fp16.engine"
+    engine.write_bytes(b"not a real plan: no TensorRT here")
+    meta = tiny["meta"].replace(precision="fp16")
+    sidecar_path(engine).write_text(json.dumps({"meta": meta.to_dict(), "build": {}}))
+    return engine, meta
+
+
+def schema_configs(repo, entries):
+    if find_env() is None:
+        pytest.skip(f"Triton environment not set up under {home()} (python -m runtime.serve --setup)")
+    return {c["name"]: c for c in parse_configs([repo / e["model"] / "config.pbtxt" for e in entries])}
+
+
+def test_configs_carry_the_artifacts_io_batching_and_metadata(tiny, tmp_path):  # noqa: F811
+    engine, engine_meta = fake_engine(tiny, tmp_path)
+    opts = RepoOptions(platform="onnxruntime", kind="gpu", instances=3, max_batch=8, preferred=(4, 8), delay_us=500)
+    entries = write_repository([tiny["onnx"], tiny["labels_onnx"], engine], tmp_path / "repo", opts, **QUIET)
+    assert [e["role"] for e in entries] == ["tile", "frame"] * 3
+    cfg = schema_configs(tmp_path / "repo", entries)
+    h, w = tiny["meta"].crop
+    onnx_cfg = cfg["tiny_cityscapes_64x128"]
+    assert onnx_cfg["platform"] == "onnxruntime_onnx" and onnx_cfg["max_batch_size"] == 8
+    assert onnx_cfg["input"][0] == {"name": "input", "data_type": "TYPE_FP32", "dims": ["3", str(h), str(w)]}
+    assert onnx_cfg["output"][0]["dims"] == ["19", str(h), str(w)]
+    assert onnx_cfg["instance_group"] == [{"count": 3, "kind": "KIND_GPU"}]
+    assert onnx_cfg["dynamic_batching"] == {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": "500"}
+    assert onnx_cfg["parameters"]["nonlocalnet"]["string_value"] == read_onnx_meta(tiny["onnx"]).to_json()
+    labels_cfg = cfg["tiny_cityscapes_64x128_labels"]
+    assert labels_cfg["output"][0]["data_type"] in ("TYPE_INT64", "TYPE_INT32")
+    assert labels_cfg["output"][0]["dims"] == [str(h), str(w)]
+    plan = cfg["tiny_cityscapes_64x128_fp16"]         # static engine: no batching, full dims
+    assert plan["platform"] == "tensorrt_plan" and plan.get("max_batch_size", 0) == 0
+    assert "dynamic_batching" not in plan and plan["input"][0]["dims"] == ["1", "3", str(h), str(w)]
+    assert json.loads(plan["parameters"]["nonlocalnet"]["string_value"])["precision"] == engine_meta.precision
+    assert (tmp_path / "repo/tiny_cityscapes_64x128_fp16/1/model.plan").read_bytes() == engine.read_bytes()
+    frame = cfg["tiny_cityscapes_64x128_frame"]
+    assert frame["backend"] == "python" and frame["input"][0]["data_type"] == "TYPE_UINT8"
+    assert frame["input"][0]["dims"] == ["-1", "-1", "3"] and frame["output"][0]["dims"] == ["-1", "-1"]
+    assert json.loads(frame["parameters"]["tile_io"]["string_value"])["max_batch_size"] == 8
+    assert (tmp_path / "repo/tiny_cityscapes_64x128_frame/1/runtime/tiling.py").is_file()
+
+
+def test_python_platform_and_static_batch_configs(tiny, tmp_path):  # noqa: F811
+    opts = RepoOptions(platform="python", max_batch=0, frame_model=False)
+    entries = write_repository([tiny["onnx"]], tmp_path / "repo", opts, **QUIET)
+    assert [e["role"] for e in entries] == ["tile"]
+    model_dir = tmp_path / "repo/tiny_cityscapes_64x128"
+    assert (model_dir / "1/model.py").is_file()
+    assert (model_dir / "1/model.onnx").read_bytes() == tiny["onnx"].read_bytes()   # max_batch 0: served as is
+    cfg = schema_configs(tmp_path / "repo", entries)["tiny_cityscapes_64x128"]
+    assert cfg["backend"] == "python" and cfg.get("max_batch_size", 0) == 0 and "dynamic_batching" not in cfg
+    assert cfg["input"][0]["dims"] == ["1", "3", "64", "128"]
+
+
+def test_dynamic_batch_copy_matches_per_tile_runs(tiny, tmp_path):  # noqa: F811
+    import onnx
+    import onnxruntime as ort
+
+    from runtime.triton.onnx_batch import check_batch_dynamic, make_batch_dynamic
+
+    for src in (tiny["onnx"], tiny["labels_onnx"]):
+        dyn = tmp_path / f"dyn_{src.name}"
+        onnx.save(make_batch_dynamic(onnx.load(str(src)), 1), str(dyn))
+        assert check_batch_dynamic(src, dyn, 1) <= 1e-5
+        x = np.random.default_rng(1).normal(size=(3, 3, 64, 128)).astype(np.float32)
+        a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, dyn))
+        per_tile = np.concatenate([a.run(None, {"input": x[i:i + 1]})[0] for i in range(3)])
+        np.testing.assert_allclose(b.run(None, {"input": x})[0], per_tile, rtol=1e-5, atol=1e-5)
+    broken = onnx.load(str(tmp_path / f"dyn_{tiny['onnx'].name}"))
+    conv = next(n for n in broken.graph.node if n.op_type == "Conv")
+    weight = next(i for i in broken.graph.initializer if i.name == conv.input[1])
+    weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * 2, weight.name))
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    with pytest.raises(ToolkitError, match="does not match the original"):
+        check_batch_dynamic(tiny["onnx"], tmp_path / "broken.onnx", 1)
+
+
+def test_batch_constants_it_cannot_rewrite_are_refused():
+    from onnx import TensorProto, helper
+
+    from runtime.triton.onnx_batch import make_batch_dynamic
+
+    graph = helper.make_graph(
+        [helper.make_node("Expand", ["x", "shape"], ["y"], name="expand")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor("shape", TensorProto.INT64, [4], [1, 3, 4, 4])])
+    with pytest.raises(ToolkitError, match="--max-batch 0"):
+        make_batch_dynamic(helper.make_model(graph), 1)
+
+
+def test_repository_option_errors(tiny, tmp_path):  # noqa: F811
+    engine, _ = fake_engine(tiny, tmp_path)
+    cases = [(RepoOptions(preferred=(16,)), [tiny["onnx"]], "preferred"),
+             (RepoOptions(platform="python", kind="gpu"), [tiny["onnx"]], "--platform onnxruntime"),
+             (RepoOptions(kind="cpu"), [engine], "GPU only"),
+             (RepoOptions(), [tmp_path / "missing.onnx"], "not found"),
+             (RepoOptions(platform="tensorflow"), [tiny["onnx"]], "unknown platform")]
+    for opts, arts, message in cases:
+        with pytest.raises(ToolkitError, match=message):
+            write_repository(arts, tmp_path / "bad", opts, **QUIET)
+    shutil.copy(tiny["onnx"], tmp_path / "model.tflite")
+    with pytest.raises(ToolkitError, match="cannot serve"):
+        write_repository([tmp_path / "model.tflite"], tmp_path / "bad", RepoOptions(), **QUIET)
+
+
+def test_triton_backend_dispatch_and_errors(tmp_path):
+    from runtime.apps.evaluate import main as evaluate
+    from runtime.backends.triton_backend import meta_from_config, parse_triton_artifact
+    from runtime.triton.server import free_port
+
+    assert backend_for("triton://127.0.0.1:8000/m") == "triton"
+    assert backend_for("triton://127.0.0.1:8000/m", "triton") == "triton"
+    for artifact, backend in (("m.onnx", "triton"), ("triton://h:1/m", "onnxruntime")):
+        with pytest.raises(ToolkitError, match="Triton"):
+            backend_for(artifact, backend)
+    for bad in ("triton://127.0.0.1:8000", "triton:///m", "triton://h:1/a/b"):
+        with pytest.raises(ToolkitError, match="triton://HOST:PORT/MODEL"):
+            parse_triton_artifact(bad)
+    closed = f"triton://127.0.0.1:{free_port()}/m"
+    with pytest.raises(ToolkitError, match="no answer from the Triton server"):
+        with open_backend(closed):
+            pass
+    with pytest.raises(ToolkitError, match="frame model"):
+        meta_from_config({"parameters": {"nonlocalnet": {"string_value": "{}"}, "role": {"string_value": "frame"}}}, "x")
+    with pytest.raises(ToolkitError, match="no toolkit metadata"):
+        meta_from_config({"parameters": {}}, "x")
+    with pytest.raises(ToolkitError, match="--url and --triton-model go together"):
+        evaluate(["--data", str(tmp_path), "--reference", VARIANT, "--url", "http://127.0.0.1:1", "--out", str(tmp_path)])
+
+
+def test_serve_refuses_models_whose_backend_the_server_lacks(tiny, tmp_path):  # noqa: F811
+    from runtime.apps.serve import check_backends, main, repo_models
+
+    write_repository([tiny["onnx"]], tmp_path / "repo", RepoOptions(frame_model=False), **QUIET)
+    (tmp_path / "backends/python").mkdir(parents=True)
+    models = repo_models(tmp_path / "repo")
+    assert models == [("tiny_cityscapes_64x128", "onnxruntime_onnx")]
+    with pytest.raises(ToolkitError, match="needs Triton's onnxruntime backend.*--platform python"):
+        check_backends(models, tmp_path / "backends")
+    with pytest.raises(ToolkitError, match="nothing to serve"):
+        main([])
+    with pytest.raises(ToolkitError, match="holds no model"):
+        repo_models(tmp_path / "backends")
+
+
+def test_serving_path_imports_no_torch():
+    import subprocess
+    import sys
+
+    from test_backends import ROOT
+
+    code = ("import sys\nimport runtime.backends.triton_backend, runtime.apps.serve, runtime.apps.serve_load\n"
+            "import runtime.triton.repo, runtime.triton.server, runtime.triton.onnx_batch\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
