@@ -129,6 +129,20 @@ def _check_artifact(meta: Any, ref_meta: Any, label: str) -> list[str]:
     return notes
 
 
+def _artifact_meta(artifact: str, kind: str) -> Any:
+    """An artifact's metadata without running it (a served model: asked from the server)."""
+    from runtime.artifact import read_onnx_meta, read_sidecar
+
+    if kind == "onnxruntime":
+        return read_onnx_meta(artifact)
+    if kind == "triton":
+        from runtime.backends import open_backend
+
+        with open_backend(artifact, kind) as served:
+            return served.meta
+    return read_sidecar(artifact)[0]
+
+
 def reference_crop(artifacts: Sequence[str], backend: str, crop: Sequence[int] | None) -> tuple[int, int] | None:
     """The crop the PyTorch reference runs at: the artifacts' own.
 
@@ -137,7 +151,6 @@ def reference_crop(artifacts: Sequence[str], backend: str, crop: Sequence[int] |
     its drop would mix tiling with precision: the reference follows the artifacts' crop, and a
     ``--crop`` or a set of artifacts that disagree is refused with that reason.
     """
-    from runtime.artifact import read_onnx_meta, read_sidecar
     from runtime.backends import backend_for
 
     crops: dict[tuple[int, int], list[str]] = {}
@@ -145,7 +158,7 @@ def reference_crop(artifacts: Sequence[str], backend: str, crop: Sequence[int] |
         kind = backend_for(a, backend)
         if kind == "torch":
             continue
-        meta = read_onnx_meta(a) if kind == "onnxruntime" else read_sidecar(a)[0]
+        meta = _artifact_meta(a, kind)
         crops.setdefault((int(meta.crop[0]), int(meta.crop[1])), []).append(Path(a).name)
     if len(crops) > 1:
         groups = "; ".join(f"{h}x{w}: {', '.join(names)}" for (h, w), names in crops.items())
