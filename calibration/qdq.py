@@ -189,6 +189,38 @@ def quantize(pre_path: Path, ranges_path: Path, out_path: Path, layout: str, met
     return excluded
 
 
+def dequantize_inputs_of(model: Any, names: Iterable[str]) -> int:
+    """Feed the nodes ``names`` their float tensors instead of a Q -> DQ round trip; drop the Q/DQ
+    left unused. In the ORT layout a node kept float still reads DQ outputs when its producer is
+    quantized, and ORT then fuses DQ -> MatMul into an integer ``MatMulIntegerToFloat``: this keeps
+    such a node float for real. Returns the count of rewired inputs."""
+    from calibration.graph import consumers, producers
+
+    graph, wanted = model.graph, set(names)
+    prod = producers(graph)
+    rewired = 0
+    for node in graph.node:
+        if node.name not in wanted:
+            continue
+        for slot, name in enumerate(node.input):
+            dq = prod.get(name)
+            q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[slot] = q.input[0]
+                rewired += 1
+    outputs = {o.name for o in graph.output}
+    for op in ("DequantizeLinear", "QuantizeLinear"):
+        cons = consumers(graph)
+        dead = [n for n in graph.node if n.op_type == op and not cons.get(n.output[0]) and n.output[0] not in outputs]
+        for n in dead:
+            graph.node.remove(n)
+    used = {name for n in graph.node for name in n.input}
+    unused = [i for i in graph.initializer if i.name not in used and i.name not in outputs]
+    for init in unused:
+        graph.initializer.remove(init)
+    return rewired
+
+
 def fused_ops(path: str | os.PathLike, threads: int | None = None) -> dict[str, int]:
     """Op-type counts of the graph ONNX Runtime actually runs (after ORT_ENABLE_ALL optimisation)."""
     import onnx
