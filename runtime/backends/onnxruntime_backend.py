@@ -79,8 +79,14 @@ def explain_load_error(path: Path, text: str) -> ToolkitError:
                             f"ONNX Runtime reads at most {ir.group(2)}", found=first,
                             fix="re-export it with this toolkit (it writes the lowest IR version the opset "
                                 "allows) or upgrade onnxruntime")
-    opset = re.search(r"opset|domain", text, re.IGNORECASE)
-    if opset and not re.search(r"protobuf", text, re.IGNORECASE):
+    domain = re.search(r"Opset (\d+) is under development.*domain (\S+) is till opset (\d+)", text, re.DOTALL)
+    if domain:
+        version, name, limit = domain.groups()
+        return ToolkitError(f"ONNX Runtime cannot load {path}: the file declares domain {name} opset {version}, "
+                            f"this ONNX Runtime supports it up to opset {limit}", found=first,
+                            fix="re-export it with this toolkit (it declares only the domains its nodes use) "
+                                "or upgrade onnxruntime")
+    if re.search(r"opset|domain", text, re.IGNORECASE) and not re.search(r"protobuf", text, re.IGNORECASE):
         return ToolkitError(f"ONNX Runtime cannot load {path}: it refuses an opset or domain the file declares",
                             found=first, fix="re-export it with this toolkit (opset 17, only the domains its "
                                              "nodes use) or upgrade onnxruntime")
