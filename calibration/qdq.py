@@ -186,7 +186,25 @@ def quantize(pre_path: Path, ranges_path: Path, out_path: Path, layout: str, met
         quantize_static(str(pre_path), str(out_path), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                         calibrate_method=calibration_method(method), **kwargs)
+    if layout == "ort":
+        _float_attention(out_path, excluded)
     return excluded
+
+
+def _float_attention(path: Path, excluded: Sequence[str]) -> None:
+    """ORT layout: the kept attention nodes read float tensors (README: the affinity stays float).
+
+    Left as quantised, ORT fuses DQ -> MatMul(theta, phi) into ``MatMulIntegerToFloat``; measured
+    on CPU (README, INT8 attention choice) the float MatMul is as accurate and not slower.
+    """
+    import onnx
+
+    from calibration.graph import attention_nodes
+
+    model = onnx.load(str(path))
+    kept = set(attention_nodes(model.graph)) & set(excluded)
+    if kept and dequantize_inputs_of(model, kept):
+        onnx.save(model, str(path))
 
 
 def dequantize_inputs_of(model: Any, names: Iterable[str]) -> int:

@@ -153,6 +153,8 @@ def test_ort_layout_fuses_integer_kernels(int8):
 
     counts = fused_ops(int8["ort"].path)
     assert counts.get("QLinearConv", 0) >= 20 and integer_kernel_count(counts) >= 20
+    # the affinity stays float in this layout too: no MatMulIntegerToFloat, both MatMuls float
+    assert counts.get("MatMulIntegerToFloat", 0) == 0 and counts.get("MatMul", 0) == 2
     assert int8["ort"].meta.layout == "ort" and int8["trt"].meta.layout == "trt"
     assert any("integer kernels" in line for line in int8["lines"])
 
@@ -348,3 +350,22 @@ def test_qdq_rule_check_names_each_violation(bad, message):
         assert problems == []
     else:
         assert any(message in p for p in problems), problems
+
+
+def test_ort_layout_attention_reads_float_and_no_qdq_is_orphaned(int8):
+    import onnx
+
+    from calibration.graph import attention_nodes, producers
+    from calibration.qdq import _qdq_wiring_problems
+
+    model = onnx.load(str(int8["ort"].path))
+    prod = producers(model.graph)
+    chain = set(attention_nodes(model.graph))
+    assert len(chain) == 3
+    for node in model.graph.node:
+        if node.name in chain:
+            assert all(prod.get(i) is None or prod[i].op_type != "DequantizeLinear" for i in node.input), node.name
+    orphans = [p for p in _qdq_wiring_problems(model) if "quantized bias" not in p]   # INT32 bias: ORT layout
+    assert orphans == []
+    used = {i for n in model.graph.node for i in n.input}
+    assert all(init.name in used for init in model.graph.initializer)        # no stale scales left
