@@ -7,7 +7,10 @@ Two layouts, one per target (spec/tensorrt.md):
   Conv/MatMul/Gemm only, bias left in float, opset >= 13.
 * ``ort``: what ONNX Runtime's CPU provider fuses into integer kernels (QLinearConv etc.): U8S8,
   i.e. asymmetric UINT8 activations with Q/DQ around inputs *and* outputs, per-channel INT8
-  weights, INT32 bias.
+  weights, INT32 bias; the kept attention nodes read float tensors (no MatMulIntegerToFloat).
+
+The mixed INT8+FP16 file for TensorRT 10/11 is made from the ``trt`` one by
+:func:`export.precision.convert_int8_fp16`; :func:`trt_layout_problems` checks both.
 
 The activation ranges are computed once per (FP32 model, calibration set, method) with ORT's
 calibrators, one tile at a time (bounded memory, a progress bar), cached as JSON next to the
