@@ -184,3 +184,24 @@ def _topological_sort(graph) -> None:
         pending = [n for n in pending if n not in ready]
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+def make_portable(model) -> list[str]:
+    """Declare only the opset domains the nodes use, and the lowest IR version the opset allows.
+
+    ORT's quantization pre-processing declares eight extra domains (``ai.onnx.ml`` 5 among them)
+    that ONNX Runtime 1.16/1.17 (JetPack 5) refuse to load; a newer ``onnx`` may write an IR
+    version newer than those runtimes accept (1.16: IR <= 9; opset 17 needs IR 8). The graphs use
+    no IR-9+ feature (float8 types, functions). Returns the dropped domains.
+    """
+    from onnx import helper
+
+    used = {n.domain for n in model.graph.node} | {""}
+    dropped = [o.domain for o in model.opset_import if o.domain not in used and o.domain != "ai.onnx"]
+    kept = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    default = [o for o in kept if o.domain in ("", "ai.onnx")]
+    if default:
+        model.ir_version = min(model.ir_version, helper.find_min_ir_version_for(default))
+    return dropped

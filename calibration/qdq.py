@@ -7,7 +7,10 @@ Two layouts, one per target (spec/tensorrt.md):
   Conv/MatMul/Gemm only, bias left in float, opset >= 13.
 * ``ort``: what ONNX Runtime's CPU provider fuses into integer kernels (QLinearConv etc.): U8S8,
   i.e. asymmetric UINT8 activations with Q/DQ around inputs *and* outputs, per-channel INT8
-  weights, INT32 bias.
+  weights, INT32 bias; the kept attention nodes read float tensors (no MatMulIntegerToFloat).
+
+The mixed INT8+FP16 file for TensorRT 10/11 is made from the ``trt`` one by
+:func:`export.precision.convert_int8_fp16`; :func:`trt_layout_problems` checks both.
 
 The activation ranges are computed once per (FP32 model, calibration set, method) with ORT's
 calibrators, one tile at a time (bounded memory, a progress bar), cached as JSON next to the
@@ -186,7 +189,57 @@ def quantize(pre_path: Path, ranges_path: Path, out_path: Path, layout: str, met
         quantize_static(str(pre_path), str(out_path), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                         calibrate_method=calibration_method(method), **kwargs)
+    if layout == "ort":
+        _float_attention(out_path, excluded)
     return excluded
+
+
+def _float_attention(path: Path, excluded: Sequence[str]) -> None:
+    """ORT layout: the kept attention nodes read float tensors (README: the affinity stays float).
+
+    Left as quantised, ORT fuses DQ -> MatMul(theta, phi) into ``MatMulIntegerToFloat``; measured
+    on CPU (README, INT8 attention choice) the float MatMul is as accurate and not slower.
+    """
+    import onnx
+
+    from calibration.graph import attention_nodes
+
+    model = onnx.load(str(path))
+    kept = set(attention_nodes(model.graph)) & set(excluded)
+    if kept and dequantize_inputs_of(model, kept):
+        onnx.save(model, str(path))
+
+
+def dequantize_inputs_of(model: Any, names: Iterable[str]) -> int:
+    """Feed the nodes ``names`` their float tensors instead of a Q -> DQ round trip; drop the Q/DQ
+    left unused. In the ORT layout a node kept float still reads DQ outputs when its producer is
+    quantized, and ORT then fuses DQ -> MatMul into an integer ``MatMulIntegerToFloat``: this keeps
+    such a node float for real. Returns the count of rewired inputs."""
+    from calibration.graph import consumers, producers
+
+    graph, wanted = model.graph, set(names)
+    prod = producers(graph)
+    rewired = 0
+    for node in graph.node:
+        if node.name not in wanted:
+            continue
+        for slot, name in enumerate(node.input):
+            dq = prod.get(name)
+            q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[slot] = q.input[0]
+                rewired += 1
+    outputs = {o.name for o in graph.output}
+    for op in ("DequantizeLinear", "QuantizeLinear"):
+        cons = consumers(graph)
+        dead = [n for n in graph.node if n.op_type == op and not cons.get(n.output[0]) and n.output[0] not in outputs]
+        for n in dead:
+            graph.node.remove(n)
+    used = {name for n in graph.node for name in n.input}
+    unused = [i for i in graph.initializer if i.name not in used and i.name not in outputs]
+    for init in unused:
+        graph.initializer.remove(init)
+    return rewired
 
 
 def fused_ops(path: str | os.PathLike, threads: int | None = None) -> dict[str, int]:
@@ -219,32 +272,90 @@ def integer_kernel_count(counts: dict[str, int]) -> int:
 
 
 def trt_layout_problems(model: Any) -> list[str]:
-    """Why a Q/DQ model is not in the TensorRT layout (empty list: it is).
+    """Why a Q/DQ model breaks TensorRT's Q/DQ rules (empty list: it follows them).
 
-    Checks: opset >= 13; every zero point 0 and INT8; weight scales per channel on axis 0 (Conv);
-    no INT32 (bias) DequantizeLinear; Q/DQ present at all.
+    Checks: opset >= 13; Q/DQ present; every zero point INT8 0 (a Q without one outputs UINT8);
+    weight scales per channel on axis 0 (Conv); no quantized bias (INT32 DequantizeLinear, or a DQ
+    into a Conv bias); no orphans (a Q whose output is not read by DequantizeLinear only, a DQ not
+    fed by a Q or a quantized initializer); no type mismatch (a Q/DQ scale has the type of the
+    tensor it acts on: FP32 scales in FP16 regions need a Cast in between).
     """
-    from onnx import TensorProto, numpy_helper
-
     problems = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         problems.append(f"opset {opset} < 13")
-    inits = {i.name: i for i in model.graph.initializer}
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     if not qdq:
-        problems.append("no QuantizeLinear/DequantizeLinear nodes")
-    weight_dq = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits}
+        return problems + ["no QuantizeLinear/DequantizeLinear nodes"]
+    return problems + _qdq_value_problems(model, qdq) + _qdq_wiring_problems(model) + _qdq_type_problems(model)
+
+
+def _qdq_value_problems(model: Any, qdq: list) -> list[str]:
+    """Zero points, weight scales, INT32 bias."""
+    from onnx import TensorProto, numpy_helper
+
+    problems = []
+    inits = {i.name: i for i in model.graph.initializer}
     for node in qdq:
         zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zp is None and node.op_type == "QuantizeLinear":
+            problems.append(f"{node.name}: no zero point (the output would be UINT8)")
         if zp is not None and (zp.data_type != TensorProto.INT8 or numpy_helper.to_array(zp).any()):
             problems.append(f"{node.name}: zero point not INT8 0")
         src = inits.get(node.input[0])
         if node.op_type == "DequantizeLinear" and src is not None and src.data_type == TensorProto.INT32:
             problems.append(f"{node.name}: INT32 (bias) DequantizeLinear")
-        if node.op_type == "QuantizeLinear" and node.input[0] in weight_dq:
+        if node.op_type == "QuantizeLinear" and src is not None and node.input[1] in inits:
             scale = numpy_helper.to_array(inits[node.input[1]])
             axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
             if scale.ndim != 1 or scale.size < 2 or axis != 0:
                 problems.append(f"{node.name}: weight scale not per-channel on axis 0")
+    return problems
+
+
+def _qdq_wiring_problems(model: Any) -> list[str]:
+    """Orphaned Q/DQ and quantized Conv bias."""
+    from calibration.graph import consumers, producers
+
+    prod, cons = producers(model.graph), consumers(model.graph)
+    inits = {i.name for i in model.graph.initializer}
+    problems = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            users = cons.get(node.output[0], [])
+            if not users or any(u.op_type != "DequantizeLinear" for u in users):
+                problems.append(f"{node.name}: QuantizeLinear not followed by DequantizeLinear only")
+        elif node.op_type == "DequantizeLinear":
+            src = prod.get(node.input[0])
+            if src is None and node.input[0] not in inits:
+                problems.append(f"{node.name}: DequantizeLinear fed by nothing")
+            elif src is not None and src.op_type != "QuantizeLinear":
+                problems.append(f"{node.name}: DequantizeLinear fed by {src.op_type}, not a QuantizeLinear")
+        elif node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2:
+            bias = prod.get(node.input[2])
+            if bias is not None and bias.op_type == "DequantizeLinear":
+                problems.append(f"{node.name}: quantized bias")
+    return problems
+
+
+def _qdq_type_problems(model: Any) -> list[str]:
+    """Q input type vs scale type; DQ output (scale type) vs what its readers compute in."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        return [f"type inference fails (e.g. an FP16 tensor meets an FP32 Q/DQ scale): {str(exc)[:200]}"]
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
+    types.update({i.name: i.data_type for i in g.initializer})
+    problems = []
+    for node in g.node:
+        if node.op_type == "QuantizeLinear" and types.get(node.input[0]) != types.get(node.input[1]):
+            problems.append(f"{node.name}: input type {types.get(node.input[0])} != scale type "
+                            f"{types.get(node.input[1])} (put a Cast in between)")
+    for node in g.node:
+        float_in = [types.get(i) for i in node.input if types.get(i) in (1, 10, 16)]
+        if node.op_type not in ("Cast", "QuantizeLinear", "DequantizeLinear", "Resize") and len(set(float_in)) > 1:
+            problems.append(f"{node.name}: mixes float types {sorted(set(float_in))}")
     return problems

@@ -101,11 +101,12 @@ def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, P
     arts["fp16_all"] = all16.path
     req = CalibRequest(args.calib_data, args.calib_method, None, args.calib_images)
     calib, walls["calib_set"] = timed(lambda: calibration_set(fp32, req))
-    (trt, ort_art), walls["calibrate_quantize_verify"] = timed(lambda: make_int8(fp32, calib, req, verifier, log=log))
-    arts["int8_trt"], arts["int8_ort"] = trt.path, ort_art.path
+    (trt, ort_art, mixed), walls["calibrate_quantize_verify"] = timed(
+        lambda: make_int8(fp32, calib, req, verifier, log=log))
+    arts["int8_trt"], arts["int8_ort"], arts["int8_fp16"] = trt.path, ort_art.path, mixed.path
     walls["verify_tiles"] = len(tiles.tiles)
     args.reused = {"export_fp32": reused, "fp16_convert": fp16.reused, "fp16_all_convert": all16.reused,
-                   "calib_set": calib.reused, "calibrate_quantize_verify": trt.reused and ort_art.reused}
+                   "calib_set": calib.reused, "calibrate_quantize_verify": trt.reused and ort_art.reused and mixed.reused}
     return arts, walls, build_model(source)
 
 
@@ -121,7 +122,8 @@ def run_latency(args: argparse.Namespace, arts: dict[str, Path], model: Any, log
                "ort_fp16": ort_session(arts["fp16"], t),
                "ort_fp16_all": ort_session(arts["fp16_all"], t),
                "ort_int8_ort_layout": ort_session(arts["int8_ort"], t),
-               "ort_int8_trt_layout": ort_session(arts["int8_trt"], t)}
+               "ort_int8_trt_layout": ort_session(arts["int8_trt"], t),
+               "ort_int8_fp16_trt_layout": ort_session(arts["int8_fp16"], t)}
     log("latency per crop (main table):")
     main = latency_rounds(runners, x, args.runs, log)
     del runners
@@ -156,7 +158,8 @@ def agreement_study(args: argparse.Namespace, log: Callable) -> dict:
     req = CalibRequest(args.calib_data, args.calib_method, None, args.agreement_calib_images)
     arts = {"fp32": fp32, "fp16": make_fp16(fp32, verifier, log=log),
             "fp16_all": make_fp16(fp32, verifier, keep=(), log=log)}
-    arts["int8_trt"], arts["int8_ort"] = make_int8(fp32, calibration_set(fp32, req), req, verifier, log=log)
+    arts["int8_trt"], arts["int8_ort"], arts["int8_fp16"] = make_int8(fp32, calibration_set(fp32, req), req,
+                                                                      verifier, log=log)
     val = open_dataset(args.calib_data, split="val")
     tiler = Tiler()
     labels: dict[str, list[np.ndarray]] = {}
@@ -228,7 +231,7 @@ def table(results: dict) -> str:
                      f"max |attention logit| {a['max_abs_attention_logit']:.1f}, FP16 max 65504):",
                  "| artifact | pixel agreement vs FP32 | mIoU |", "|---|---:|---:|"]
         rows += [f"| {k} | {100 * a[k]['agreement_vs_fp32']:.3f}% | {100 * a[k]['miou']:.2f} |"
-                 for k in ("fp32", "fp16", "fp16_all", "int8_trt", "int8_ort")]
+                 for k in ("fp32", "fp16", "fp16_all", "int8_trt", "int8_ort", "int8_fp16")]
     return "\n".join(rows)
 
 

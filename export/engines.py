@@ -1,9 +1,12 @@
 """The engine step of export/to_trt.py: artifact -> TensorRT engine + sidecar JSON, reused when unchanged.
 
 Which ONNX becomes which engine (see export/trt_builder.py for the per-version route):
-FP32 -> ``_fp32``-less name; FP16/mixed -> ``_fp16``; INT8 Q/DQ TensorRT layout -> ``_int8``;
---fp16 --int8 ("best") -> ``_int8-fp16``; --int8 --int8-implicit (TensorRT <= 10) -> FP32 ONNX +
-entropy calibrator -> ``_int8-implicit``. The sidecar ``<engine>.json`` holds the artifact metadata
+FP32 -> ``_fp32``-less name; FP16/mixed -> ``_fp16``; INT8: the mixed INT8+FP16 Q/DQ file
+(``_int8_fp16.onnx``) where the build is strongly typed (TensorRT 11, 10 with STRONGLY_TYPED: the
+file alone sets every precision), the TensorRT-layout Q/DQ file (``_int8_trt.onnx``) on TensorRT
+8.x (builder flag INT8) -> ``_int8``; --fp16 --int8 -> the mixed file everywhere (strongly typed,
+or INT8+FP16 builder flags on 8.x) -> ``_int8-fp16``; --int8 --int8-implicit (TensorRT <= 10) ->
+FP32 ONNX + entropy calibrator -> ``_int8-implicit``. The sidecar ``<engine>.json`` holds the artifact metadata
 and the build facts (TensorRT version, GPU, compute capability, sha256 of the ONNX, flags, route,
 reuse key, agreement with the ONNX where ONNX Runtime is available).
 """
@@ -25,23 +28,36 @@ ENGINE_RECIPE = 1
 def _tag(role: str, best: bool, implicit: bool) -> str | None:
     if implicit:
         return "int8-implicit"
-    if best:
+    if best or role == "int8-fp16":
         return "int8-fp16"
     return {"fp32": None, "fp16": "fp16", "int8-trt": "int8", "int8-fp16": "int8"}[role]
 
 
-def engine_source(artifacts: list[Any], fp16: bool, int8: bool, implicit: bool) -> tuple[Any, bool]:
-    """(artifact to build from, best?) for the precision flags of a --model run."""
+def engine_source(artifacts: list[Any], fp16: bool, int8: bool, implicit: bool,
+                  strongly_typed: bool) -> tuple[Any, bool]:
+    """(artifact to build from, best?) for the precision flags of a --model run.
+
+    ``best`` asks for the INT8+FP16 builder flags (``trtexec --best``); a strongly typed build
+    (``Features.strongly_typed``) never needs them: the mixed file carries its precisions.
+    """
     roles = {a.role: a for a in artifacts}
     if int8 and implicit:
         return roles["fp32"], False
+    if int8 and (fp16 or strongly_typed):
+        return roles["int8-fp16"], not strongly_typed
     if int8:
-        return roles["int8-trt"], fp16
+        return roles["int8-trt"], False
     return (roles["fp16"] if fp16 else roles["fp32"]), False
 
 
+def _strongly_typed() -> bool:
+    from export.trt_builder import Features, import_tensorrt
+
+    return Features.detect(import_tensorrt()).strongly_typed
+
+
 def build_engines(args: argparse.Namespace, artifacts: list[Any], calib: Any, log: Callable) -> list[str]:
-    art, best = engine_source(artifacts, args.fp16, args.int8, args.int8_implicit)
+    art, best = engine_source(artifacts, args.fp16, args.int8, args.int8_implicit, _strongly_typed())
     return [build_one(art, best, calib if args.int8_implicit else None, args, log)]
 
 
@@ -156,11 +172,12 @@ def engines_from_files(args: argparse.Namespace, log: Callable) -> list[str]:
     for name in args.onnx:
         meta = read_onnx_meta(name)
         role = {"fp32": "fp32", "fp16": "fp16", "int8": f"int8-{meta.layout}"}[meta.precision]
+        role = "int8-fp16" if role == "int8-trt+fp16" else role
         if role == "int8-ort":
             raise ToolkitError(f"{name} is the ONNX-Runtime-CPU INT8 layout, not for TensorRT",
-                               fix="pass the *_int8_trt.onnx artifact")
-        if args.fp16 and role != "int8-trt":
-            raise ToolkitError("--fp16 with --onnx means 'INT8 + FP16' and needs a *_int8_trt.onnx artifact",
+                               fix="pass the *_int8_fp16.onnx (or *_int8_trt.onnx) artifact")
+        if args.fp16 and role not in ("int8-trt", "int8-fp16"):
+            raise ToolkitError("--fp16 with --onnx means 'INT8 + FP16' and needs a *_int8_fp16.onnx artifact",
                                fix="pass the *_fp16.onnx artifact without --fp16 for an FP16 engine")
         if args.int8_implicit and role != "fp32":
             raise ToolkitError("--int8 --int8-implicit calibrates an FP32 ONNX", fix="pass the FP32 artifact")
@@ -169,16 +186,27 @@ def engines_from_files(args: argparse.Namespace, log: Callable) -> list[str]:
         if args.int8_implicit:
             req = CalibRequest(args.calib_data, max_images=args.calib_images or 500)
             calib = calibration_set(art, req, progress=not args.quiet)
-        lines.append(build_one(art, args.fp16 and role == "int8-trt", calib, args, log))
+        best = (args.fp16 and role == "int8-trt") or (role == "int8-fp16" and not _strongly_typed())
+        lines.append(build_one(art, best, calib, args, log))
     return lines
 
 
 def target_command(args: argparse.Namespace, artifacts: list[Any]) -> str:
-    """The command that builds the same engine on the target from the artifacts made here."""
-    art, best = engine_source(artifacts, args.fp16, args.int8, args.int8_implicit)
+    """The command that builds the same engine on the target from the artifacts made here.
+
+    The target's TensorRT is unknown here: plain --int8 names the strongly typed (10/11) file and
+    adds the TensorRT 8.x alternative; in --onnx mode the mixed file picks its route itself.
+    """
+    art, _ = engine_source(artifacts, args.fp16, args.int8, args.int8_implicit, strongly_typed=True)
+    command = _command(args, art)
+    if args.int8 and not (args.fp16 or args.int8_implicit):
+        legacy, _ = engine_source(artifacts, False, True, False, strongly_typed=False)
+        command += f"   (TensorRT 8.x, INT8 with FP32 elsewhere: {_command(args, legacy)})"
+    return command
+
+
+def _command(args: argparse.Namespace, art: Any) -> str:
     cmd = ["python", "export/to_trt.py", "--onnx", str(art.path)]
-    if best:
-        cmd.append("--fp16")
     if args.int8_implicit:
         cmd += ["--int8", "--int8-implicit", "--calib-data", args.calib_data]
     if args.workspace:

@@ -20,14 +20,15 @@ from runtime.errors import ToolkitError
 from runtime.fileio import atomic_path, sha256_file
 
 FP16_RECIPE = 1
-INT8_RECIPE = 2            # 2: attention scale folded before quantisation
+INT8_RECIPE = 3            # 2: attention scale folded before quantisation; 3: only used opset domains
+MIXED_RECIPE = 1           # INT8+FP16 (TensorRT layout, other layers FP16)
 FP16_MIN_AGREEMENT = 0.995
 INT8_MIN_AGREEMENT = 0.95
 
 
 @dataclass
 class Artifact:
-    """One ONNX artifact: ``role`` is fp32 | fp16 | int8-trt | int8-ort."""
+    """One ONNX artifact: ``role`` is fp32 | fp16 | int8-trt | int8-ort | int8-fp16."""
 
     role: str
     path: Path
@@ -84,7 +85,10 @@ def _reuse(path: Path, key: str, role: str, log: Callable[[str], None]) -> Artif
 def _finish(tmp: Path, meta: ArtifactMeta) -> None:
     import onnx
 
+    from calibration.graph import make_portable
+
     proto = onnx.load(str(tmp))
+    make_portable(proto)          # ONNX Runtime 1.16/1.17 refuse unused domains (ai.onnx.ml 5)
     write_meta(proto, meta)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(tmp))
@@ -146,7 +150,8 @@ def calibration_set(fp32: Artifact, req: CalibRequest, progress: bool = True) ->
 def make_int8(fp32: Artifact, calib: Any, req: CalibRequest, verifier: Verifier,
               keep: Sequence[str] = DEFAULT_KEEP_INT8, log: Callable[[str], None] = print,
               progress: bool = True) -> list[Artifact]:
-    """Both INT8 Q/DQ artifacts (TensorRT layout, ORT-CPU layout) from one calibration."""
+    """The INT8 Q/DQ artifacts from one calibration: TensorRT layout, ORT-CPU layout and the mixed
+    INT8+FP16 file made from the TensorRT one (:func:`make_int8_fp16`), in that order."""
     fp32_sha = sha256_file(fp32.path)
     keys = {layout: digest({"recipe": INT8_RECIPE, "fp32": fp32_sha, "calib": calib.key, "method": req.method,
                             "percentile": req.percentile, "layout": layout, "keep": list(keep)})
@@ -154,7 +159,7 @@ def make_int8(fp32: Artifact, calib: Any, req: CalibRequest, verifier: Verifier,
     paths = {layout: fp32.path.with_name(artifact_name(fp32.meta, f"int8_{layout}")) for layout in keys}
     done = {layout: _reuse(paths[layout], keys[layout], f"int8-{layout}", log) for layout in keys}
     if all(done.values()):
-        return [done["trt"], done["ort"]]
+        return [done["trt"], done["ort"], make_int8_fp16(done["trt"], verifier, log)]
     cdir = fp32.path.parent / "calibration"
     pre = _preprocessed(fp32.path, fp32_sha, cdir)
     tag = req.method + (f"-{req.percentile}" if req.percentile else "")
@@ -169,7 +174,42 @@ def make_int8(fp32: Artifact, calib: Any, req: CalibRequest, verifier: Verifier,
         art = done[layout] or _quantize_one(fp32, pre, ranges, layout, keys[layout], paths[layout],
                                             calib, req, verifier, keep, log)
         out.append(art)
-    return out
+    return out + [make_int8_fp16(out[0], verifier, log)]
+
+
+def make_int8_fp16(trt: Artifact, verifier: Verifier, log: Callable[[str], None] = print) -> Artifact:
+    """The mixed artifact (``_int8_fp16``, layout ``trt+fp16``) from the TensorRT-layout Q/DQ file:
+    INT8 convolutions, other layers FP16, the affinity FP32 (:func:`export.precision.convert_int8_fp16`)."""
+    import onnx
+
+    from calibration.qdq import trt_layout_problems
+    from export.precision import convert_int8_fp16, precision_summary
+
+    source_sha = sha256_file(trt.path)
+    key = digest({"recipe": MIXED_RECIPE, "int8_trt": source_sha, "keep": list(DEFAULT_KEEP)})
+    path = trt.path.with_name(artifact_name(trt.meta, "int8_fp16"))
+    reused = _reuse(path, key, "int8-fp16", log)
+    if reused:
+        return reused
+    model, kept = convert_int8_fp16(onnx.load(str(trt.path)), DEFAULT_KEEP)
+    problems = trt_layout_problems(model)
+    if problems:
+        raise ToolkitError("the INT8+FP16 file breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:5]))
+    counts = precision_summary(model)
+    name = "INT8+FP16 Q/DQ (TensorRT layout)"
+    notes = [f"INT8 Q/DQ convolutions, {counts['fp16_nodes']} nodes FP16, {len(kept)} kept FP32 (attention), "
+             f"{counts['casts']} casts; Q/DQ rule check passed"]
+    log(f"{name}: {notes[0]}")
+    extra = {k: v for k, v in trt.meta.extra.items() if k not in ("verify", "build_key", "layout_check")}
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+        verify = verifier.check(tmp, name, INT8_MIN_AGREEMENT)
+        meta = trt.meta.replace(layout="trt+fp16", extra={
+            **extra, "source_int8_trt_sha256": source_sha, "keep_fp32": list(DEFAULT_KEEP),
+            "kept_fp32_nodes": kept, "build_key": key, "verify": verify, "layout_check": notes})
+        _finish(tmp, meta)
+    log(f"wrote {path}")
+    return Artifact("int8-fp16", path, meta, False, notes)
 
 
 def _preprocessed(fp32_path: Path, fp32_sha: str, cdir: Path) -> Path:

@@ -202,3 +202,26 @@ def precision_summary(model) -> dict[str, int]:
         fp16 += FLOAT16 in outs
         fp32 += FLOAT in outs
     return {"fp16_nodes": fp16, "fp32_nodes": fp32, "casts": casts}
+
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def convert_int8_fp16(qdq_model, keep: Iterable[str] = DEFAULT_KEEP):
+    """The mixed INT8+FP16 model from a TensorRT-layout Q/DQ model: ``(model, kept_fp32_nodes)``.
+
+    What TensorRT 11 (and 10 strongly typed) needs for INT8 to beat FP16, as ModelOpt's ONNX
+    quantizer writes it with ``high_precision_dtype="fp16"``: the Q/DQ convolutions stay INT8,
+    every other float layer computes in FP16, ``keep`` (the non-local affinity) stays FP32, network
+    inputs and outputs stay FP32. At opset 17 QuantizeLinear/DequantizeLinear take FP32 only (FP16
+    scales need opset 19, which TensorRT 8.5/8.6 and ONNX Runtime 1.16 do not all parse), so the
+    Q/DQ nodes stay FP32 with a Cast on each side, as ModelOpt does below opset 19.
+    """
+    kinds = [k for k in QDQ_OPS if any(n.op_type == k for n in qdq_model.graph.node)]
+    if len(kinds) != 2:
+        raise ToolkitError("the INT8+FP16 conversion needs a Q/DQ model",
+                           found=f"QuantizeLinear/DequantizeLinear present: {', '.join(kinds) or 'none'}")
+    model, kept = convert_fp16(qdq_model, list(keep) + kinds)
+    kept_float = [name for name in kept if not any(n.name == name and n.op_type in QDQ_OPS
+                                                   for n in model.graph.node)]
+    return model, kept_float

@@ -177,6 +177,8 @@ def torch_to_onnx(model: Any, path: Path, meta: ArtifactMeta, simplify: bool = T
     import onnx
     import torch
 
+    from calibration.graph import make_portable
+
     net = with_argmax(model) if meta.output == "labels" else model
     dummy = torch.zeros(meta.input_shape, dtype=torch.float32)
     notes = []
@@ -188,6 +190,7 @@ def torch_to_onnx(model: Any, path: Path, meta: ArtifactMeta, simplify: bool = T
     if simplify:
         proto, note = _simplify(proto)
         notes.append(note)
+    make_portable(proto)
     onnx.checker.check_model(proto, full_check=True)
     write_meta(proto, meta)
     onnx.save(proto, str(path))

@@ -5,10 +5,11 @@
     python export/to_trt.py --onnx artifacts/r50os8_cityscapes_512x1024_fp16.onnx --backend tensorrt
 
 Precision is a property of the ONNX artifact (TensorRT 11 leaves no other way): --fp16 makes an
-FP16/mixed ONNX (non-local affinity kept FP32), --int8 two calibrated Q/DQ ONNX files (TensorRT
-layout, ONNX-Runtime-CPU layout). --fp16 --int8 means "best" (as trtexec --best): all those
-artifacts, and an engine from the INT8 Q/DQ file whose other layers may run in FP16 (TensorRT <= 10
-only; refused on 11). No flag: FP32. Every artifact is verified with ONNX Runtime.
+FP16/mixed ONNX (non-local affinity kept FP32), --int8 three calibrated Q/DQ ONNX files (TensorRT
+layout; ONNX-Runtime-CPU layout; TensorRT layout with the other layers FP16 and the affinity FP32,
+``_int8_fp16``). The INT8 engine is built from ``_int8_fp16`` where the build is strongly typed
+(TensorRT 11, 10), from ``_int8_trt`` on 8.x; --fp16 --int8 ("best", as trtexec --best) builds from
+``_int8_fp16`` everywhere. No flag: FP32. Every artifact is verified with ONNX Runtime.
 
 --backend auto (default): engines where TensorRT and a CUDA GPU exist, otherwise the ONNX
 artifacts plus the exact command to run on the target; onnxruntime: the ONNX artifacts only
@@ -80,7 +81,7 @@ def check_flags(args: argparse.Namespace) -> None:
              "drop them, or use --model to make new artifacts")
         need(args.backend != "onnxruntime", "--onnx only builds TensorRT engines", "use --backend auto or tensorrt")
         need(not args.int8 or args.int8_implicit, "--int8 with --onnx only means --int8 --int8-implicit",
-             "the precision of an artifact is in its file: pass the *_int8_trt.onnx artifact instead")
+             "the precision of an artifact is in its file: pass the *_int8_fp16.onnx artifact instead")
 
 
 def engine_mode(backend: str, log: Any) -> tuple[bool, str]:

@@ -78,19 +78,81 @@ class ArtifactMeta:
 
 
 def read_onnx_meta(path: str | Path) -> ArtifactMeta:
-    """Read the toolkit metadata stored inside an ONNX file."""
-    import onnx  # local import: the runtime may run where only onnxruntime exists
-
+    """Read the toolkit metadata stored inside an ONNX file (no ``onnx`` package needed: a Jetson
+    may have only TensorRT or ONNX Runtime; see :func:`read_metadata_props`)."""
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"ONNX file not found: {path}")
+    return meta_from_props(read_metadata_props(path), str(path))
+
+
+MODEL_METADATA_FIELD = 14        # onnx.proto: ModelProto.metadata_props (StringStringEntryProto)
+
+
+def read_metadata_props(path: str | Path) -> dict[str, str]:
+    """``ModelProto.metadata_props`` of an ONNX file by a minimal protobuf read: the top-level
+    fields are walked and all but field 14 skipped by length (the graph is never parsed)."""
+    path = Path(path)
+    size = path.stat().st_size
+    props: dict[str, str] = {}
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise ToolkitError(f"cannot read ONNX file {path}", found=type(exc).__name__,
+        with open(path, "rb") as f:
+            while f.tell() < size:
+                field_no, wire = divmod(_varint(f), 8)
+                payload = _skip_or_read(f, wire, field_no == MODEL_METADATA_FIELD, size)
+                if payload is not None:
+                    entry = _entry(payload)
+                    props[entry.get(1, "")] = entry.get(2, "")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ToolkitError(f"cannot read ONNX file {path}", found=str(exc),
                            fix="re-export it; the file may be truncated") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    return meta_from_props(props, str(path))
+    return props
+
+
+def _varint(f: Any) -> int:
+    shift = value = 0
+    while True:
+        byte = f.read(1)
+        if not byte:
+            raise ValueError("unexpected end of file in a varint")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("malformed varint")
+
+
+def _skip_or_read(f: Any, wire: int, read: bool, size: int) -> bytes | None:
+    """Skip one field value (or return it, for a length-delimited field when ``read``)."""
+    if wire == 0:
+        _varint(f)
+        return None
+    if wire in (1, 5):
+        f.seek(8 if wire == 1 else 4, 1)
+        return None
+    if wire != 2:
+        raise ValueError(f"unexpected protobuf wire type {wire}")
+    length = _varint(f)
+    if f.tell() + length > size:
+        raise ValueError("a field runs past the end of the file")
+    if read:
+        return f.read(length)
+    f.seek(length, 1)
+    return None
+
+
+def _entry(payload: bytes) -> dict[int, str]:
+    """A StringStringEntryProto: field 1 key, field 2 value (both strings)."""
+    import io
+
+    buf, out = io.BytesIO(payload), {}
+    while buf.tell() < len(payload):
+        field_no, wire = divmod(_varint(buf), 8)
+        value = _skip_or_read(buf, wire, True, len(payload))
+        if value is not None:
+            out[field_no] = value.decode("utf-8")
+    return out
 
 
 def meta_from_props(props: dict[str, str], source: str) -> ArtifactMeta:

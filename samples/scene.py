@@ -8,6 +8,7 @@ size, and a moving camera (``Camera.z``) gives a smooth drive for the video.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Tuple
 
 import numpy as np
 
@@ -22,7 +23,7 @@ LABEL_NAMES = {UNLABELED: "unlabeled", EGO_VEHICLE: "ego vehicle", ROAD: "road",
 NEAR = 1.0          # metres: near clipping distance in front of the camera
 VIEW_FAR = 95.0     # metres: objects farther than this are not generated for a still frame
 
-Colour = tuple[int, int, int]
+Colour = Tuple[int, int, int]     # typing.Tuple: a run-time alias must work on Python 3.8 (JetPack 5)
 
 BUILDING_COLOURS: tuple[Colour, ...] = ((165, 82, 62), (196, 176, 140), (140, 138, 134),
                                         (208, 160, 92), (176, 150, 130), (120, 110, 128),

@@ -184,7 +184,7 @@ def test_onnx_metadata_mismatch_missing_and_corrupt(tiny):
         open_backend(bare).__enter__()
     cut = d / "cut.onnx"
     cut.write_bytes(tiny["onnx"].read_bytes()[:5000])
-    with pytest.raises(ToolkitError, match="cannot load"):
+    with pytest.raises(ToolkitError, match="cannot read ONNX file .*cut.onnx.*truncated"):
         open_backend(cut).__enter__()
     with pytest.raises(ToolkitError, match="not found"):
         open_backend(d / "missing.onnx").__enter__()

@@ -111,9 +111,9 @@ def int8(tmp_path_factory, images):
     calib = calibration_set(fp32, req, progress=False)
     verifier = Verifier(path, verification_tiles(str(images), meta.crop, meta.mean, meta.std), False, QUIET)
     lines: list[str] = []
-    trt, ort_art = make_int8(fp32, calib, req, verifier, log=lines.append, progress=False)
+    trt, ort_art, mixed = make_int8(fp32, calib, req, verifier, log=lines.append, progress=False)
     return {"fp32": fp32, "calib": calib, "req": req, "verifier": verifier, "trt": trt, "ort": ort_art,
-            "lines": lines}
+            "mixed": mixed, "lines": lines}
 
 
 def test_trt_layout_rules(int8):
@@ -153,6 +153,8 @@ def test_ort_layout_fuses_integer_kernels(int8):
 
     counts = fused_ops(int8["ort"].path)
     assert counts.get("QLinearConv", 0) >= 20 and integer_kernel_count(counts) >= 20
+    # the affinity stays float in this layout too: no MatMulIntegerToFloat, both MatMuls float
+    assert counts.get("MatMulIntegerToFloat", 0) == 0 and counts.get("MatMul", 0) == 2
     assert int8["ort"].meta.layout == "ort" and int8["trt"].meta.layout == "trt"
     assert any("integer kernels" in line for line in int8["lines"])
 
@@ -174,9 +176,10 @@ def test_int8_rerun_reuses_ranges_and_artifacts(int8):
     from export.pipeline import make_int8
 
     lines: list[str] = []
-    trt, ort_art = make_int8(int8["fp32"], int8["calib"], int8["req"], int8["verifier"], log=lines.append,
-                             progress=False)
-    assert trt.reused and ort_art.reused and sum(line.startswith("reusing") for line in lines) == 2
+    trt, ort_art, mixed = make_int8(int8["fp32"], int8["calib"], int8["req"], int8["verifier"], log=lines.append,
+                                    progress=False)
+    assert trt.reused and ort_art.reused and mixed.reused
+    assert sum(line.startswith("reusing") for line in lines) == 3
     assert trt.path.stat().st_mtime_ns == int8["trt"].path.stat().st_mtime_ns
 
 
@@ -243,3 +246,126 @@ def test_attention_scale_folding_keeps_the_output(int8):
         return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
 
     np.testing.assert_allclose(run(folded), run(model), rtol=1e-4, atol=1e-4)
+
+
+def _elem_types(model):
+    import onnx
+
+    g = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
+    types.update({i.name: i.data_type for i in g.initializer})
+    return types
+
+
+def test_int8_fp16_artifact_is_mixed_and_follows_the_qdq_rules(int8):
+    """INT8 Q/DQ convolutions (same ones as the TensorRT layout), other layers FP16, the affinity
+    FP32, FP32 I/O; passes the Q/DQ rule check; runs in ONNX Runtime close to the INT8 file."""
+    import onnx
+    from onnx import TensorProto
+
+    from calibration.qdq import trt_layout_problems
+    from runtime.artifact import read_onnx_meta
+    from runtime.backends import open_backend
+
+    mixed, trt = int8["mixed"], int8["trt"]
+    assert mixed.path.name == "tiny_cityscapes_64x128_int8_fp16.onnx" and mixed.role == "int8-fp16"
+    meta = read_onnx_meta(mixed.path)
+    assert (meta.precision, meta.layout) == ("int8", "trt+fp16") and meta.extra["verify"]["nonfinite"] == 0
+    model = onnx.load(str(mixed.path))
+    assert trt_layout_problems(model) == []
+    types = _elem_types(model)
+    assert [types[t.name] for t in list(model.graph.input) + list(model.graph.output)] == [TensorProto.FLOAT] * 2
+    count = lambda m, op: sum(n.op_type == op for n in m.graph.node)  # noqa: E731
+    ref = onnx.load(str(trt.path))
+    assert count(model, "QuantizeLinear") == count(ref, "QuantizeLinear") > 20
+    by_op: dict[str, set] = {}
+    for node in model.graph.node:
+        by_op.setdefault(node.op_type, set()).update(types[o] for o in node.output)
+    assert by_op["Softmax"] == by_op["MatMul"] == {TensorProto.FLOAT}                 # affinity FP32
+    assert by_op["Conv"] == by_op["Relu"] == by_op["Add"] == {TensorProto.FLOAT16}     # the rest FP16
+    assert set(meta.extra["kept_fp32_nodes"]) == {n.name for n in model.graph.node if n.op_type in ("Softmax", "MatMul")}
+    x = int8["calib"].tile(0)[None]
+    with open_backend(str(mixed.path)) as a, open_backend(str(trt.path)) as b:
+        out, ref_out = a(x), b(x)
+    assert out.shape == (1, 19, 64, 128) and np.isfinite(out).all()
+    assert (out.argmax(1) == ref_out.argmax(1)).mean() > 0.98
+
+
+def test_every_int8_file_declares_only_the_domains_it_uses(int8):
+    """ONNX Runtime 1.16/1.17 (JetPack 5) refuse unused domains such as ai.onnx.ml 5 and IR > 9."""
+    import onnx
+
+    for art in (int8["fp32"], int8["trt"], int8["ort"], int8["mixed"]):
+        model = onnx.load(str(art.path))
+        assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)], art.path.name
+        assert model.ir_version == 8, art.path.name
+
+
+def _conv_qdq_model(**bad):
+    """A Conv with Q/DQ on input and weight in the TensorRT layout; ``bad`` breaks one rule."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    f16 = bad.get("fp16_input")
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    wscale = np.full(1 if bad.get("per_tensor") else 4, 0.02, np.float32)
+    zp = np.array(3 if bad.get("zero_point") else 0, np.int8)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(wscale, "ws"),
+             numpy_helper.from_array(np.zeros(4, np.int8), "wz"), numpy_helper.from_array(zp, "xz"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+             numpy_helper.from_array(np.zeros(4, np.int32), "b32"), numpy_helper.from_array(np.array(0.1, np.float32), "bs")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs"] + ([] if bad.get("no_zero_point") else ["xz"]), ["xq"], name="qx"),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dqx"),
+             helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], name="qw", axis=0),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="dqw", axis=0)]
+    conv_in = ["xd", "wd"]
+    if bad.get("bias"):
+        nodes.append(helper.make_node("DequantizeLinear", ["b32", "bs"], ["bd"], name="dqb"))
+        conv_in.append("bd")
+    if bad.get("orphan_q"):
+        nodes.append(helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["lost"], name="q_orphan"))
+    if bad.get("orphan_dq"):
+        nodes.append(helper.make_node("DequantizeLinear", ["nowhere", "xs", "xz"], ["dangling"], name="dq_orphan"))
+    nodes.append(helper.make_node("Conv", conv_in, ["y"], name="conv", pads=[1, 1, 1, 1]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16 if f16 else
+                                                                         TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({}, None),
+    ({"zero_point": True}, "zero point not INT8 0"),
+    ({"no_zero_point": True}, "no zero point"),
+    ({"per_tensor": True}, "weight scale not per-channel on axis 0"),
+    ({"bias": True}, "INT32 (bias) DequantizeLinear"),
+    ({"orphan_q": True}, "QuantizeLinear not followed by DequantizeLinear"),
+    ({"orphan_dq": True}, "DequantizeLinear fed by nothing"),
+    ({"fp16_input": True}, "type"),
+])
+def test_qdq_rule_check_names_each_violation(bad, message):
+    from calibration.qdq import trt_layout_problems
+
+    problems = trt_layout_problems(_conv_qdq_model(**bad))
+    if message is None:
+        assert problems == []
+    else:
+        assert any(message in p for p in problems), problems
+
+
+def test_ort_layout_attention_reads_float_and_no_qdq_is_orphaned(int8):
+    import onnx
+
+    from calibration.graph import attention_nodes, producers
+    from calibration.qdq import _qdq_wiring_problems
+
+    model = onnx.load(str(int8["ort"].path))
+    prod = producers(model.graph)
+    chain = set(attention_nodes(model.graph))
+    assert len(chain) == 3
+    for node in model.graph.node:
+        if node.name in chain:
+            assert all(prod.get(i) is None or prod[i].op_type != "DequantizeLinear" for i in node.input), node.name
+    orphans = [p for p in _qdq_wiring_problems(model) if "quantized bias" not in p]   # INT32 bias: ORT layout
+    assert orphans == []
+    used = {i for n in model.graph.node for i in n.input}
+    assert all(init.name in used for init in model.graph.initializer)        # no stale scales left

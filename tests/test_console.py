@@ -19,7 +19,7 @@ def test_setup_cfg_scripts_match_the_commands():
     scripts = dict(line.split(" = ") for line in lines)
     assert sorted(scripts) == sorted(f"nonlocalnet-{c}" for c in console.COMMANDS)
     for name, target in scripts.items():
-        assert target == f"runtime.apps.console:{name.removeprefix('nonlocalnet-').replace('-', '_')}"
+        assert target == f"runtime.apps.console:{name[len('nonlocalnet-'):].replace('-', '_')}"
         assert callable(getattr(console, target.split(":")[1]))
     for module in console.COMMANDS.values():
         assert callable(importlib.import_module(module).main)

@@ -133,8 +133,12 @@ def test_real_int8_engine_from_qdq(tmp_path):
     out = tmp_path / "out"
     assert run_cli(main, TINY + ["--int8", "--calib-data", str(tmp_path / "imgs"), "--calib-method", "max",
                                  "--out", str(out), "--backend", "tensorrt", "--quiet"]) == 0
-    meta, build = read_sidecar(out / "tiny_cityscapes_64x128_int8.engine")
-    assert meta.precision == "int8" and meta.layout == "trt" and build["verify"]["nonfinite"] == 0
+    from export.engines import _strongly_typed
+
+    # strongly typed (10, 11): from the INT8+FP16 file; 8.x: from the TensorRT-layout file, flag INT8
+    name, layout = ("int8-fp16", "trt+fp16") if _strongly_typed() else ("int8", "trt")
+    meta, build = read_sidecar(out / f"tiny_cityscapes_64x128_{name}.engine")
+    assert meta.precision == "int8" and meta.layout == layout and build["verify"]["nonfinite"] == 0
 
 
 def test_empty_or_corrupt_calibration_data(tmp_path, capsys):

@@ -123,7 +123,7 @@ def run_isolated(spec: dict) -> dict[str, Any]:
         if proc.returncode != 0 or not out.is_file():
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
             last = lines[-1] if lines else f"exit {proc.returncode}"
-            return {"label": spec["artifact"] + spec.get("suffix", ""), "error": last.removeprefix("error: ")}
+            return {"label": spec["artifact"] + spec.get("suffix", ""), "error": last[len("error: "):] if last.startswith("error: ") else last}
         return json.loads(out.read_text())
 
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.artifact import meta_from_props
+from runtime.artifact import read_onnx_meta
 from runtime.backends.base import Backend, as_output, check_meta_shapes
 from runtime.errors import ToolkitError
 
@@ -25,8 +25,25 @@ SHORT_PROVIDERS = {
 }
 
 
+def tensorrt_provider_options(cache_dir: str | None, precision: str = "fp32", layout: str = "") -> dict[str, Any]:
+    """Default options of ONNX Runtime's TensorRT provider for one artifact.
+
+    Engine and timing caches under ``cache_dir``; ``trt_int8_enable`` for a Q/DQ file (TensorRT 8.x
+    builds explicit-quantization networks only with the INT8 flag) and ``trt_fp16_enable`` for files
+    that hold FP16 layers (FP16 and INT8+FP16), as the builder flags of export/to_trt.py on 8.x.
+    """
+    cache = cache_dir or os.path.join("artifacts", "ort_trt_cache")
+    opts: dict[str, Any] = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                            "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+    if precision == "int8":
+        opts["trt_int8_enable"] = True
+    if precision == "fp16" or layout == "trt+fp16":
+        opts["trt_fp16_enable"] = True
+    return opts
+
+
 def resolve_providers(providers: str | Sequence[Any] | None, available: Sequence[str],
-                      trt_cache_dir: str | None = None) -> list[Any]:
+                      trt_cache_dir: str | None = None, precision: str = "fp32", layout: str = "") -> list[Any]:
     """Expand short names ("cpu", "cuda", "tensorrt") into an ORT provider list, CPU last."""
     if providers is None:
         return ["CPUExecutionProvider"]
@@ -46,11 +63,38 @@ def resolve_providers(providers: str | Sequence[Any] | None, available: Sequence
                                fix=(f"did you mean {hint[0]}? " if hint else "")
                                + "GPU providers need `pip install onnxruntime-gpu` (x86_64) and CUDA")
         if full == "TensorrtExecutionProvider" and opts is None:
-            opts = {"trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": trt_cache_dir or os.path.join("artifacts", "ort_trt_cache"),
-                    "trt_timing_cache_enable": True}
+            opts = tensorrt_provider_options(trt_cache_dir, precision, layout)
         out.append((full, opts) if opts else full)
     return out
+
+
+def explain_load_error(path: Path, text: str) -> ToolkitError:
+    """The ToolkitError for an ``InferenceSession`` that refused ``path``: say what ORT said."""
+    import re
+
+    first = text.strip().splitlines()[0][:300] if text.strip() else "no message"
+    ir = re.search(r"IR version:? (\d+), max supported IR version:? (\d+)", text)
+    if ir:
+        return ToolkitError(f"ONNX Runtime cannot load {path}: the file has IR version {ir.group(1)}, this "
+                            f"ONNX Runtime reads at most {ir.group(2)}", found=first,
+                            fix="re-export it with this toolkit (it writes the lowest IR version the opset "
+                                "allows) or upgrade onnxruntime")
+    domain = re.search(r"Opset (\d+) is under development.*domain (\S+) is till opset (\d+)", text, re.DOTALL)
+    if domain:
+        version, name, limit = domain.groups()
+        return ToolkitError(f"ONNX Runtime cannot load {path}: the file declares domain {name} opset {version}, "
+                            f"this ONNX Runtime supports it up to opset {limit}", found=first,
+                            fix="re-export it with this toolkit (it declares only the domains its nodes use) "
+                                "or upgrade onnxruntime")
+    if re.search(r"opset|domain", text, re.IGNORECASE) and not re.search(r"protobuf", text, re.IGNORECASE):
+        return ToolkitError(f"ONNX Runtime cannot load {path}: it refuses an opset or domain the file declares",
+                            found=first, fix="re-export it with this toolkit (opset 17, only the domains its "
+                                             "nodes use) or upgrade onnxruntime")
+    if re.search(r"protobuf|truncat|corrupt", text, re.IGNORECASE):
+        return ToolkitError(f"ONNX Runtime cannot load {path}: not a readable ONNX file", found=first,
+                            fix="re-export the artifact; the file may be truncated or corrupt")
+    return ToolkitError(f"ONNX Runtime cannot load {path}", found=first,
+                        fix="check the onnxruntime version (pip show onnxruntime) against the README")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -95,15 +139,13 @@ class OnnxRuntimeBackend(Backend):
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.flush_denormals:   # r50os8 FP32 on CPU: 8.3 s -> 4.9 s per 512x1024 crop (export/benchmark.py)
             opts.add_session_config_entry("session.set_denormal_as_zero", "1")
-        providers = resolve_providers(self.providers, ort.get_available_providers(), self.trt_cache_dir)
+        self._meta = read_onnx_meta(path)      # before the session: the TensorRT provider options need it
+        providers = resolve_providers(self.providers, ort.get_available_providers(), self.trt_cache_dir,
+                                      self._meta.precision, self._meta.layout)
         try:
             self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ToolkitError(f"ONNX Runtime cannot load {path}", found=first,
-                               fix="re-export the artifact; the file may be truncated or corrupt") from None
-        props = dict(self._session.get_modelmeta().custom_metadata_map)
-        self._meta = meta_from_props(props, str(path))
+            raise explain_load_error(path, str(exc) or type(exc).__name__) from None
         self._check_io()
 
     def _check_io(self) -> None:
