@@ -112,18 +112,30 @@ def build_engine(onnx_path: Path, meta: ArtifactMeta) -> Path:
     return engine
 
 
+def openvino_skip_reason() -> str | None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "OpenVINO is not installed (pip install -e .[openvino])"
+    return None
+
+
 def artifact_for(kind: str, tiny) -> tuple[str, dict]:
     if kind == "torch":
         return VARIANT, {"checkpoint": str(tiny["ckpt"])}
     if kind == "onnxruntime":
         return str(tiny["onnx"]), {}
+    if kind == "openvino":
+        if openvino_skip_reason():
+            pytest.skip(openvino_skip_reason())
+        return str(tiny["onnx"]), {"backend": "openvino", "threads": 1}
     reason = tensorrt_skip_reason()
     if reason:
         pytest.skip(reason)
     return str(build_engine(tiny["onnx"], variant_meta(tiny["model"]))), {}
 
 
-@pytest.mark.parametrize("kind", ["torch", "onnxruntime", pytest.param("tensorrt", marks=[pytest.mark.trt, pytest.mark.gpu])])
+@pytest.mark.parametrize("kind", ["torch", "onnxruntime", "openvino", pytest.param("tensorrt", marks=[pytest.mark.trt, pytest.mark.gpu])])
 def test_backend_contract(kind, tiny):
     artifact, opts = artifact_for(kind, tiny)
     backend = open_backend(artifact, **opts)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import dataset_name_of, parse_hw, run_cli
+from runtime.apps.cli import OV_PRECISION_HELP, OV_PRECISIONS, dataset_name_of, parse_hw, run_cli
 from runtime.data import train_to_label_ids
 from runtime.fileio import write_png
 from runtime.errors import ToolkitError
@@ -288,14 +288,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val")
     p.add_argument("--limit", type=int, help="first N images only")
     p.add_argument("--max-drop", help="limits in mIoU points, e.g. fp32=0.01,fp16=0.1,int8=0.5")
-    p.add_argument("--backend", default="auto", help="force a backend for the artifacts")
+    p.add_argument("--backend", default="auto",
+                   help="force a backend for the artifacts (e.g. openvino for .onnx files)")
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO inference threads")
+    p.add_argument("--ov-precision", choices=OV_PRECISIONS, help=OV_PRECISION_HELP)
     p.add_argument("--device", default="cpu", help="reference device: cpu or cuda")
     p.add_argument("--out", default="runs/evaluate", help="report directory")
     p.add_argument("--save-preds", action="store_true",
                    help="write colourised predictions, disagreement maps and *_labelIds.png")
     return p
+
+
+def artifact_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--providers / --threads / --ov-precision as backend options for the artifacts."""
+    openvino = args.backend.lower() in ("openvino", "ov")
+    if args.ov_precision and not openvino:
+        raise ToolkitError("--ov-precision only applies to --backend openvino", found=f"--backend {args.backend}")
+    if openvino:
+        if args.providers:
+            raise ToolkitError("--providers only applies to ONNX Runtime", found="--backend openvino")
+        return {"threads": args.threads, "precision": args.ov_precision or "f32"}
+    if args.providers or args.threads:
+        if any(not str(a).lower().endswith(".onnx") for a in args.artifacts):
+            raise ToolkitError("--providers/--threads apply to ONNX Runtime only",
+                               fix="pass only .onnx artifacts with these flags, or drop them")
+        return {"providers": args.providers, "threads": args.threads}
+    return {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -306,18 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = parse_max_drop(args.max_drop)
     if args.limit is not None and args.limit < 1:
         raise ToolkitError("--limit must be >= 1", found=str(args.limit))
-    options: dict[str, Any] = {}
-    if args.providers or args.threads:
-        if any(not str(a).lower().endswith(".onnx") for a in args.artifacts):
-            raise ToolkitError("--providers/--threads apply to ONNX Runtime only",
-                               fix="pass only .onnx artifacts with these flags, or drop them")
-        options = {"providers": args.providers, "threads": args.threads}
     report = evaluate(args.data, args.reference, args.artifacts, checkpoint=args.checkpoint,
                       crop=parse_hw(args.crop) if args.crop else None,
                       stride=parse_hw(args.stride, "--stride") if args.stride else None, mode=args.mode,
                       split=args.split, limit=args.limit, max_drop=limits, backend=args.backend,
-                      backend_options=options, save_dir=str(Path(out) / "preds") if args.save_preds else None,
-                      device=args.device)
+                      backend_options=artifact_options(args),
+                      save_dir=str(Path(out) / "preds") if args.save_preds else None, device=args.device)
     paths = write_reports(report, out)
     print_table(report)
     print(f"reports: {paths[0]} {paths[1]}")

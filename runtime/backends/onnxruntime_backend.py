@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,6 +52,15 @@ def resolve_providers(providers: str | Sequence[Any] | None, available: Sequence
                     "trt_timing_cache_enable": True}
         out.append((full, opts) if opts else full)
     return out
+
+
+def cpu_precision_note(precision: str, providers: Sequence[str]) -> str | None:
+    """One line for an FP16 artifact on ORT's CPU provider: it runs no faster than FP32 there."""
+    if precision != "fp16" or any(p != "CPUExecutionProvider" for p in providers):
+        return None
+    return ("note: ONNX Runtime's CPU provider casts most FP16 layers back to FP32, so this FP16 artifact runs "
+            "no faster than the FP32 one on a CPU; use the FP32 or INT8 artifact there, or bf16 through "
+            "--backend openvino --ov-precision bf16 where the CPU has native bf16 (AVX512-BF16 / AMX)")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -105,6 +115,9 @@ class OnnxRuntimeBackend(Backend):
         props = dict(self._session.get_modelmeta().custom_metadata_map)
         self._meta = meta_from_props(props, str(path))
         self._check_io()
+        note = cpu_precision_note(self._meta.precision, self.active_providers)
+        if note:
+            print(note, file=sys.stderr)
 
     def _check_io(self) -> None:
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
