@@ -44,34 +44,34 @@ def _best(fn: Callable[[], Any], budget_s: float, min_reps: int = 3) -> float:
     return best
 
 
-def fp32_peak(threads: int, budget_s: float = 3.0) -> float:
-    """GFLOP/s of a float32 GEMM (torch.mm)."""
+def fp32_peak(threads: int, budget_s: float = 3.0, n: int = GEMM_N) -> float:
+    """GFLOP/s of an n x n float32 GEMM (torch.mm)."""
     import torch
 
     torch.set_num_threads(threads)
-    a = torch.randn(GEMM_N, GEMM_N)
-    b = torch.randn(GEMM_N, GEMM_N)
-    return 2 * GEMM_N ** 3 / _best(lambda: torch.mm(a, b), budget_s) / 1e9
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    return 2 * n ** 3 / _best(lambda: torch.mm(a, b), budget_s) / 1e9
 
 
-def int8_peak(threads: int, budget_s: float = 3.0) -> float:
-    """GOP/s of a uint8 x int8 GEMM (ONNX Runtime MatMulInteger)."""
+def int8_peak(threads: int, budget_s: float = 3.0, n: int = GEMM_N) -> float:
+    """GOP/s of an n x n uint8 x int8 GEMM (ONNX Runtime MatMulInteger)."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.integers(-127, 128, (GEMM_N, GEMM_N), dtype=np.int8), "w")
+    w = numpy_helper.from_array(rng.integers(-127, 128, (n, n), dtype=np.int8), "w")
     node = helper.make_node("MatMulInteger", ["a", "w"], ["y"])
-    graph = helper.make_graph([node], "int8_gemm", [helper.make_tensor_value_info("a", TensorProto.UINT8, [GEMM_N, GEMM_N])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, [GEMM_N, GEMM_N])], [w])
+    graph = helper.make_graph([node], "int8_gemm", [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    a = rng.integers(0, 256, (GEMM_N, GEMM_N), dtype=np.uint8)
+    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
     onnx.checker.check_model(model)
-    return 2 * GEMM_N ** 3 / _best(lambda: sess.run(None, {"a": a}), budget_s) / 1e9
+    return 2 * n ** 3 / _best(lambda: sess.run(None, {"a": a}), budget_s) / 1e9
 
 
 def measure_peaks(threads: int) -> dict[str, Any]:

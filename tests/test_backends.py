@@ -245,6 +245,17 @@ def test_tensorrt_engine_checks(tiny, tmp_path):
         check_build(build, "10.3.0", "Xavier", (8, 7), "e")
 
 
+def test_torch_bf16_note_only_on_cpus_without_bf16_hardware(monkeypatch):
+    from runtime import sysinfo
+    from runtime.backends.torch_backend import bf16_note
+
+    monkeypatch.setattr(sysinfo, "native_bf16", lambda features=None: False)
+    assert "emulated" in bf16_note("bf16", "cpu")
+    assert bf16_note(None, "cpu") is None and bf16_note("bf16", "cuda") is None
+    monkeypatch.setattr(sysinfo, "native_bf16", lambda features=None: True)
+    assert bf16_note("bf16", "cpu") is None
+
+
 def test_torch_autocast_bf16_returns_float32(tiny):
     with open_backend(VARIANT, model=tiny["model"], autocast="bf16") as b:
         assert b.precision == "bf16"

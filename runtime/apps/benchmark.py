@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", nargs="*", default=[], help=".onnx / .engine files")
     p.add_argument("--reference", "--model", dest="reference", help="PyTorch variant to include (eager FP32)")
     p.add_argument("--checkpoint", help="checkpoint for the reference (random init if omitted: speed only)")
-    p.add_argument("--autocast", nargs="*", choices=("fp16", "bf16"), help="also run the reference under autocast")
+    p.add_argument("--autocast", nargs="*", choices=("fp16", "bf16"), help="also run the reference under autocast (bf16 is fast only with AVX512-BF16/AMX)")
     p.add_argument("--whole", action="store_true", help="also run the reference on the whole frame (memory)")
     p.add_argument("--frame", default="1024x2048", help="synthetic frame size HxW")
     p.add_argument("--crop", help="reference crop HxW (default: the variant's crop)")
