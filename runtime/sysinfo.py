@@ -105,8 +105,9 @@ def native_bf16(features: list[str] | None = None) -> bool:
     """True where the CPU computes bf16 in hardware (AVX512-BF16, AMX-BF16; Arm BF16 is not detected).
 
     ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` also says True on plain AVX-512 CPUs, where
-    oneDNN emulates bf16: measured there, OpenVINO's bf16 hint ran a 3x3 convolution 4.3x slower
-    than f32, so bf16 is offered only where this returns True.
+    oneDNN emulates bf16: measured there (AVX-512 + VNNI Xeon, export/benchmark.py, r50os8 256x512),
+    OpenVINO's bf16 hint ran 4.6x slower than f32 and PyTorch bf16 autocast 3.7x slower than FP32
+    (tiny variant), so bf16 is offered only where this returns True.
     """
     features = isa_features() if features is None else features
     return any(f in features for f in ("AVX512-BF16", "AMX-BF16"))

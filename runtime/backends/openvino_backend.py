@@ -8,9 +8,9 @@ inference threads. Q/DQ INT8 files run on OpenVINO's own INT8 kernels.
 ``precision`` is OpenVINO's ``INFERENCE_PRECISION_HINT`` for the float parts of the graph:
 ``"f32"`` (default: the artifact's own numerics, like ONNX Runtime), ``"bf16"``, ``"f16"``, or
 ``"auto"`` (OpenVINO's default for this CPU: bf16 where it has native bf16 (AVX512-BF16 / AMX),
-else f32). OpenVINO accepts a bf16 hint on a CPU without native bf16 and emulates it, which was
-measured 4.3x slower than f32 (export/benchmark.py, AVX-512 CPU without AVX512-BF16/AMX); the
-backend says so in one line on stderr instead of picking it silently.
+else f32). OpenVINO accepts a bf16 hint on a CPU without native bf16 and emulates it: measured
+4.6x slower than f32 there (r50os8 256x512 crop, median 20.4 s vs 4.5 s, export/benchmark.py on an
+AVX-512 + VNNI Xeon without AVX512-BF16/AMX); the backend says so in one line on stderr.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def hint_note(hint: str, capabilities: list[str] | tuple[str, ...]) -> str | Non
         return None
     return (f"note: OpenVINO precision {hint} is not native on this CPU (OpenVINO reports "
             f"{', '.join(capabilities) or 'no capabilities'}); it runs emulated and slower than f32 "
-            f"(bf16: measured 4.3x slower on AVX-512 without AVX512-BF16/AMX); use f32 or auto")
+            f"(bf16: measured 4.6x slower on AVX-512 without AVX512-BF16/AMX); use f32 or auto")
 
 
 class OpenVinoBackend(Backend):
