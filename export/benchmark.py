@@ -1,16 +1,24 @@
-"""Export benchmark on this CPU: PyTorch eager vs ONNX Runtime FP32 / FP16 / INT8 (both layouts).
+"""Export benchmark on this CPU: the toolkit's paths and their peers side by side, per precision.
 
     python export/benchmark.py [--model r50os8_cityscapes] [--checkpoint PATH] [--crop 512x1024]
-        [--calib-data data/synth_cityscapes] [--runs 3] [--threads 2] [--out artifacts/bench]
+        [--frame 1024x2048] [--calib-data data/synth_cityscapes] [--runs 3] [--threads 2]
+        [--skip compile bf16 ...] [--ort-options] [--out artifacts/bench]
         [--agreement-checkpoint r18.pth --agreement-model r18os8_cityscapes --agreement-crop 256x512]
 
 One run, side by side: the artifacts are made with the toolkit's own pipeline (wall times of
 export, FP16 conversion, calibration, quantisation, each including its ONNX Runtime verification),
-then every backend runs the same crop in interleaved rounds (so a noisy machine hits all equally).
-ORT session options that matter on CPU are measured too (flush denormals, optimisation level,
-threads). With --agreement-checkpoint the FP16 / INT8 artifacts of a trained model are compared
-with its FP32 artifact on the dataset's val frames through the runtime tiler (pixel agreement and
-mIoU). Prints a table and writes JSON (``--out``/benchmark.json).
+then every path runs the same crop (or, with --frame, the tiler's crops of one frame) in
+interleaved rounds, so a noisy machine hits all equally; the quietest round and each path's median
+are reported. Paths (export/peers.py): the toolkit's (ONNX Runtime FP32 / FP16 / INT8 in both Q/DQ
+layouts, the toolkit's OpenVINO backend on its FP32 and INT8 files) and the peers (PyTorch eager,
+torch.compile, OpenVINO FP32 and its default CPU precision, bf16 forced in OpenVINO and PyTorch,
+NNCF INT8). Setup times (compile, quantise) are measured apart. Achieved GFLOP/s per path against
+the machine's FP32 / INT8 peaks measured in every round (export/roofline.py); ratios vs PyTorch
+eager FP32 and vs the fastest peer of each precision (export/bench_report.py). With
+--agreement-checkpoint the FP16 / INT8 artifacts of a trained model are compared with its FP32
+artifact on the dataset's val frames through the runtime tiler (pixel agreement and mIoU). Prints a
+table and writes JSON (``--out``/benchmark.json). The machine line (CPU, ISA, caps, threads,
+versions) heads both.
 """
 from __future__ import annotations
 
@@ -30,56 +38,55 @@ import numpy as np
 
 from runtime.apps.cli import positive_int
 
-QUIET = lambda *a: None  # noqa: E731
-
-
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
 
 
-def ort_session(path: Path, threads: int, flush_denormals: bool = True, level: str = "all") -> Callable:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    if flush_denormals:
-        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
+def call_all(fn: Callable, inputs: list[np.ndarray]) -> float:
+    """Seconds to run ``fn`` on every input (one crop, or the tiles of one frame) in turn."""
+    t0 = time.perf_counter()
+    for x in inputs:
+        fn(x)
+    return time.perf_counter() - t0
 
 
-def torch_runner(model: Any, threads: int, flush_denormals: bool = False) -> Callable:
-    import torch
+def latency_rounds(runners: list, inputs: list[np.ndarray], runs: int, log: Callable,
+                   peaks: Callable[[], dict] | None = None) -> dict[str, Any]:
+    """Build each runner (setup time apart), one warm-up each, then ``runs`` interleaved rounds.
 
-    def run(x: np.ndarray) -> np.ndarray:
-        torch.set_num_threads(threads)
-        torch.set_flush_denormal(flush_denormals)
-        with torch.no_grad():
-            return model(torch.from_numpy(x)).numpy()
+    Every round runs every path once, in the same order, so a noisy neighbour hits all of them;
+    the machine's peaks are re-measured in each round (``peaks``; the best of the rounds is the
+    peak). The quietest round is the one with the smallest total time; its figures and each path's
+    median are both reported.
+    """
+    fns: dict[str, Callable] = {}
+    for r in runners:
+        fns[r.name], r.setup_s = timed(r.build)
+        warm = call_all(fns[r.name], inputs)
+        log(f"  ready {r.name}: setup {r.setup_s:.1f} s, warm-up {warm:.2f} s {r.facts or ''}")
+    rounds: list[dict[str, Any]] = []
+    for i in range(runs):
+        row: dict[str, Any] = {r.name: call_all(fns[r.name], inputs) for r in runners}
+        if peaks:
+            row["peaks"] = peaks()
+        rounds.append(row)
+        log(f"  round {i + 1}/{runs}: " + ", ".join(f"{r.name} {row[r.name]:.2f}" for r in runners))
+    del fns
+    quiet = min(range(runs), key=lambda i: sum(rounds[i][r.name] for r in runners))
+    paths = {r.name: {"precision": r.precision, "owner": r.owner, "what": r.what, "setup_s": r.setup_s,
+                      "facts": r.facts, "runs": [rd[r.name] for rd in rounds],
+                      "median_s": statistics.median(rd[r.name] for rd in rounds),
+                      "min_s": min(rd[r.name] for rd in rounds), "quietest_s": rounds[quiet][r.name]}
+             for r in runners}
+    measured = [rd["peaks"] for rd in rounds if rd.get("peaks")]
+    best = {k: max(m[k] for m in measured) for k in measured[0]} if measured else None
+    return {"paths": paths, "quietest_round": quiet + 1, "rounds": runs,
+            "peaks": best, "peaks_all_rounds": [rd.get("peaks") for rd in rounds]}
 
-    return run
 
-
-def latency_rounds(runners: dict[str, Callable], x: np.ndarray, runs: int, log: Callable) -> dict[str, dict]:
-    """One warm-up each, then ``runs`` interleaved rounds; median and min seconds per crop."""
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for name, fn in runners.items():
-        _, t = timed(lambda: fn(x))
-        log(f"  warm-up {name}: {t:.2f} s")
-    for r in range(runs):
-        for name, fn in runners.items():
-            times[name].append(timed(lambda: fn(x))[1])
-        log(f"  round {r + 1}/{runs}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in times.items()))
-    return {k: {"median_s": statistics.median(v), "min_s": min(v), "runs": v} for k, v in times.items()}
-
-
-def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, Path], dict[str, float], Any]:
+def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, Path], dict[str, float], Any, Any]:
     """FP32, FP16 (fp32-attention and all-fp16) and both INT8 artifacts, with wall times."""
     from export.pipeline import Artifact, CalibRequest, Verifier, calibration_set, make_fp16, make_int8
     from export.to_onnx import build_model, export_fp32, resolve_source
@@ -107,34 +114,45 @@ def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, P
     walls["verify_tiles"] = len(tiles.tiles)
     args.reused = {"export_fp32": reused, "fp16_convert": fp16.reused, "fp16_all_convert": all16.reused,
                    "calib_set": calib.reused, "calibrate_quantize_verify": trt.reused and ort_art.reused and mixed.reused}
-    return arts, walls, build_model(source)
+    return arts, walls, build_model(source), calib
 
 
-def run_latency(args: argparse.Namespace, arts: dict[str, Path], model: Any, log: Callable) -> dict:
+def latency_inputs(args: argparse.Namespace, crop: tuple[int, int], mean: Any, std: Any) -> list[np.ndarray]:
+    """One random crop, or (--frame HxW) the runtime tiler's tiles of one synthetic frame."""
+    if not args.frame:
+        return [np.random.default_rng(0).standard_normal((1, 3, *crop)).astype(np.float32)]
+    from runtime.apps.benchmark import synthetic_frame
+    from runtime.apps.cli import parse_hw
+    from runtime.preprocess import normalize
+    from runtime.tiling import extract_tiles
+
+    tiles, _ = extract_tiles(normalize(synthetic_frame(*parse_hw(args.frame, "--frame")), mean, std), crop)
+    return [np.ascontiguousarray(t[None]) for t in tiles]
+
+
+def run_latency(args: argparse.Namespace, arts: dict[str, Path], model: Any, calib: Any, log: Callable) -> dict:
+    from export.peers import build_runners, ort_option_runners
+    from export.roofline import count_flops, fp32_peak, int8_peak
     from runtime.apps.cli import parse_hw
 
     crop = parse_hw(args.crop) if args.crop else tuple(model.variant.crop)
-    x = np.random.default_rng(0).standard_normal((1, 3, *crop)).astype(np.float32)
+    ds = model.variant.dataset
+    inputs = latency_inputs(args, crop, ds.mean, ds.std)
+    flops = count_flops(model, crop) * len(inputs)
+    log(f"model: {flops / 1e9:.1f} GFLOP per timed unit ({len(inputs)} crop(s) of {crop[0]}x{crop[1]})")
     t = args.threads
-    runners = {"pytorch_eager_fp32": torch_runner(model, t),
-               "pytorch_eager_fp32_ftz": torch_runner(model, t, flush_denormals=True),
-               "ort_fp32": ort_session(arts["fp32"], t),
-               "ort_fp16": ort_session(arts["fp16"], t),
-               "ort_fp16_all": ort_session(arts["fp16_all"], t),
-               "ort_int8_ort_layout": ort_session(arts["int8_ort"], t),
-               "ort_int8_trt_layout": ort_session(arts["int8_trt"], t),
-               "ort_int8_fp16_trt_layout": ort_session(arts["int8_fp16"], t)}
-    log("latency per crop (main table):")
-    main = latency_rounds(runners, x, args.runs, log)
-    del runners
-    options = {"ort_fp32_no_ftz": ort_session(arts["fp32"], t, flush_denormals=False),
-               "ort_fp32_basic_opt": ort_session(arts["fp32"], t, level="basic"),
-               "ort_fp32_1thread": ort_session(arts["fp32"], 1),
-               "ort_int8_ort_no_ftz": ort_session(arts["int8_ort"], t, flush_denormals=False),
-               "ort_int8_ort_1thread": ort_session(arts["int8_ort"], 1)}
-    log("ONNX Runtime options:")
-    opts = latency_rounds(options, x, max(1, args.runs - 1), log)
-    return {"main": main, "options": opts, "crop": list(crop)}
+    runners = build_runners(arts, model, calib, t, inputs[0], set(args.skip))
+    peaks = (lambda: {"fp32_gflops": fp32_peak(t, 1.0), "int8_gops": int8_peak(t, 1.0)})
+    log("latency, interleaved rounds:")
+    main = latency_rounds(runners, inputs, args.runs, log, peaks)
+    out = {"main": main, "crop": list(crop), "frame": args.frame, "crops_per_unit": len(inputs),
+           "flops_per_unit": flops, "threads": t,
+           "peaks_how": {"fp32": "torch.mm float32 2048x2048, best call of the round",
+                         "int8": "ONNX Runtime MatMulInteger uint8 x int8 2048x2048, best call of the round"}}
+    if args.ort_options:
+        log("ONNX Runtime options (separate rounds):")
+        out["options"] = latency_rounds(ort_option_runners(arts, t), inputs, max(1, args.runs - 1), log)
+    return out
 
 
 def agreement_study(args: argparse.Namespace, log: Callable) -> dict:
@@ -182,18 +200,6 @@ def agreement_study(args: argparse.Namespace, log: Callable) -> dict:
     return result
 
 
-def latency_rows(lat: dict) -> list[str]:
-    main, base = lat["main"], lat["main"]["ort_fp32"]["median_s"]
-    eager = main["pytorch_eager_fp32"]["median_s"]
-    rows = [f"latency per {lat['crop'][0]}x{lat['crop'][1]} crop, batch 1 (options: separate rounds)",
-            "| backend | median s/crop | min s/crop | speed-up vs ORT FP32 | vs PyTorch eager |",
-            "|---|---:|---:|---:|---:|"]
-    for name, r in list(main.items()) + list(lat["options"].items()):
-        rows.append(f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {base / r['median_s']:.2f}x | "
-                    f"{eager / r['median_s']:.2f}x |")
-    return rows
-
-
 def attention_logit_max(fp32_path: Path, frames: Any, meta: Any) -> float:
     """Largest |Softmax input| of the FP32 model over the frames (FP16 overflows above 65504)."""
     import onnx
@@ -218,7 +224,9 @@ def attention_logit_max(fp32_path: Path, frames: Any, meta: Any) -> float:
 def table(results: dict) -> str:
     rows = []
     if "latency" in results:
-        rows += latency_rows(results["latency"]) + [""]
+        from export.bench_report import latency_rows
+
+        rows += latency_rows(results["latency"], results["machine"]) + [""]
     rows.append("| step (wall, incl. its ONNX Runtime verification) | seconds |")
     rows.append("|---|---:|")
     reused = results.get("reused", {})
@@ -235,6 +243,24 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def reprint(path: Path) -> int:
+    """The table of a saved run, with the summary recomputed by the current report code."""
+    from export.bench_report import summarise
+    from runtime.errors import ToolkitError
+
+    if not path.is_file():
+        raise ToolkitError(f"benchmark JSON not found: {path}")
+    results = json.loads(path.read_text())
+    if "latency" in results:
+        main_ = results["latency"]["main"]
+        measured = [m for m in main_.get("peaks_all_rounds") or [] if m]
+        if measured:
+            main_["peaks"] = {k: max(m[k] for m in measured) for k in measured[0]}
+        results["latency"]["summary"] = summarise(results["latency"])
+    print(table(results))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python export/benchmark.py", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="r50os8_cityscapes")
@@ -243,27 +269,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--calib-data", default="data/synth_cityscapes")
     ap.add_argument("--calib-method", default="entropy")
     ap.add_argument("--calib-images", type=positive_int, default=8)
-    ap.add_argument("--runs", type=positive_int, default=3)
-    ap.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
+    ap.add_argument("--runs", type=positive_int, default=3, help="interleaved rounds (quietest and median reported)")
+    ap.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="threads for every path")
     ap.add_argument("--out", default="artifacts/bench")
     ap.add_argument("--agreement-checkpoint")
     ap.add_argument("--agreement-model", default="r18os8_cityscapes")
     ap.add_argument("--agreement-crop")
     ap.add_argument("--agreement-calib-images", type=positive_int, default=64)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--frame", help="time the runtime tiler's tiles of one synthetic HxW frame (e.g. 1024x2048: "
+                                    "9 crops of 512x1024) instead of one crop")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="paths to leave out, by name or group: compile, bf16, int8, peer, toolkit, nncf_int8, ...")
+    ap.add_argument("--ort-options", action="store_true",
+                    help="also time ONNX Runtime session options (denormals, optimisation level, 1 thread)")
+    ap.add_argument("--report", metavar="JSON", help="print the table of an earlier run's benchmark.json and exit")
     args = ap.parse_args(argv)
+    if args.report:
+        return reprint(Path(args.report))
     log = print
     from runtime.sysinfo import describe, machine_info
 
     log(f"machine: {describe()}")
     results: dict[str, Any] = {"model": args.model, "threads": args.threads, "machine": machine_info(),
                                "argv": list(argv if argv is not None else sys.argv[1:])}
-    arts, results["walls"], model = make_artifacts(args, log)
+    arts, results["walls"], model, calib = make_artifacts(args, log)
     results["reused"] = args.reused
     if not args.skip_latency:
-        results["latency"] = run_latency(args, arts, model, log)
+        from export.bench_report import summarise
+
+        results["latency"] = run_latency(args, arts, model, calib, log)
+        results["latency"]["summary"] = summarise(results["latency"])
     if args.agreement_checkpoint:
         results["agreement"] = agreement_study(args, log)
+    results["machine"] = machine_info()     # again at the end: versions of everything the run imported
     from runtime.fileio import atomic_open
 
     with atomic_open(Path(args.out) / "benchmark.json", "w") as f:

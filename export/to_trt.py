@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = ap.add_mutually_exclusive_group(required=True)
     add_model_args(ap, src)
     src.add_argument("--onnx", nargs="+", metavar="FILE", help="build engines from these toolkit ONNX artifacts")
-    ap.add_argument("--fp16", action="store_true", help="FP16/mixed artifact (with --int8: 'best')")
+    ap.add_argument("--fp16", action="store_true",
+                    help="FP16/mixed artifact (with --int8: 'best'); for GPUs: on a CPU, ONNX Runtime runs it no "
+                         "faster than FP32 (use FP32 or --int8 there, or bf16 in the runtime commands: --backend openvino "
+                         "--ov-precision bf16 where the CPU has AVX512-BF16/AMX)")
     ap.add_argument("--int8", action="store_true", help="INT8 Q/DQ artifacts calibrated on --calib-data")
     ap.add_argument("--calib-data", help="calibration images: Cityscapes/ADE20k/VOC root or image folder")
     ap.add_argument("--calib-method", help="entropy (default), max, percentile (99.99) or percentile-99.999")

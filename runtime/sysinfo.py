@@ -17,7 +17,11 @@ ISA_FLAGS = (("avx2", "AVX2"), ("fma", "FMA"), ("avx512f", "AVX-512"), ("avx512_
              ("avx_vnni", "AVX-VNNI"), ("avx512_bf16", "AVX512-BF16"), ("avx512_fp16", "AVX512-FP16"),
              ("amx_tile", "AMX"), ("amx_bf16", "AMX-BF16"), ("amx_int8", "AMX-INT8"),
              ("asimd", "NEON"), ("asimddp", "NEON-DOTPROD"), ("sve", "SVE"))
-LIBRARIES = ("numpy", "onnxruntime", "onnx", "torch", "openvino", "cv2", "tensorrt")
+LIBRARIES = ("numpy", "onnxruntime", "onnx", "torch", "openvino", "nncf", "cv2", "tensorrt")
+# Environment variables that cap the ISA a library dispatches to (used to emulate an older CPU):
+# oneDNN (PyTorch's and OpenVINO's CPU kernels), ATen's vectorised kernels, MKL (PyTorch's sgemm).
+# ONNX Runtime's MLAS has no such cap: it always runs the best kernels the CPU has.
+ISA_CAP_VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
@@ -83,7 +87,8 @@ def machine_info() -> dict[str, Any]:
     features = isa_features(info)
     return {"cpu": cpu_model(info), "isa": isa_class(features), "isa_features": features,
             "threads": threads(), "cpus": os.cpu_count(), "platform": platform.platform(),
-            "machine": platform.machine(), "versions": library_versions()}
+            "machine": platform.machine(), "versions": library_versions(),
+            "isa_caps": {k: os.environ[k] for k in ISA_CAP_VARS if os.environ.get(k)}}
 
 
 def describe(info: dict[str, Any] | None = None) -> str:
@@ -91,7 +96,21 @@ def describe(info: dict[str, Any] | None = None) -> str:
     info = info or machine_info()
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     features = " ".join(info["isa_features"]) or "none detected"
-    return f"{info['cpu']} [{info['isa']}: {features}], {info['threads']} threads; {versions}"
+    caps = ", ".join(f"{k}={v}" for k, v in info.get("isa_caps", {}).items())
+    capped = f" (ISA capped: {caps}; ONNX Runtime is not capped)" if caps else ""
+    return f"{info['cpu']} [{info['isa']}: {features}]{capped}, {info['threads']} threads; {versions}"
+
+
+def native_bf16(features: list[str] | None = None) -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16, AMX-BF16; Arm BF16 is not detected).
+
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` also says True on plain AVX-512 CPUs, where
+    oneDNN emulates bf16: measured there (AVX-512 + VNNI Xeon, export/benchmark.py, r50os8 256x512),
+    OpenVINO's bf16 hint ran 4.6x slower than f32 and PyTorch bf16 autocast 3.7x slower than FP32
+    (tiny variant), so bf16 is offered only where this returns True.
+    """
+    features = isa_features() if features is None else features
+    return any(f in features for f in ("AVX512-BF16", "AMX-BF16"))
 
 
 if __name__ == "__main__":

@@ -112,18 +112,30 @@ def build_engine(onnx_path: Path, meta: ArtifactMeta) -> Path:
     return engine
 
 
+def openvino_skip_reason() -> str | None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "OpenVINO is not installed (pip install -e .[openvino])"
+    return None
+
+
 def artifact_for(kind: str, tiny) -> tuple[str, dict]:
     if kind == "torch":
         return VARIANT, {"checkpoint": str(tiny["ckpt"])}
     if kind == "onnxruntime":
         return str(tiny["onnx"]), {}
+    if kind == "openvino":
+        if openvino_skip_reason():
+            pytest.skip(openvino_skip_reason())
+        return str(tiny["onnx"]), {"backend": "openvino", "threads": 1}
     reason = tensorrt_skip_reason()
     if reason:
         pytest.skip(reason)
     return str(build_engine(tiny["onnx"], variant_meta(tiny["model"]))), {}
 
 
-@pytest.mark.parametrize("kind", ["torch", "onnxruntime", pytest.param("tensorrt", marks=[pytest.mark.trt, pytest.mark.gpu])])
+@pytest.mark.parametrize("kind", ["torch", "onnxruntime", "openvino", pytest.param("tensorrt", marks=[pytest.mark.trt, pytest.mark.gpu])])
 def test_backend_contract(kind, tiny):
     artifact, opts = artifact_for(kind, tiny)
     backend = open_backend(artifact, **opts)
@@ -231,6 +243,17 @@ def test_tensorrt_engine_checks(tiny, tmp_path):
         check_build(build, "10.3.0", "NVIDIA H100", (9, 0), "e")
     with pytest.raises(ToolkitError, match="another GPU model"):
         check_build(build, "10.3.0", "Xavier", (8, 7), "e")
+
+
+def test_torch_bf16_note_only_on_cpus_without_bf16_hardware(monkeypatch):
+    from runtime import sysinfo
+    from runtime.backends.torch_backend import bf16_note
+
+    monkeypatch.setattr(sysinfo, "native_bf16", lambda features=None: False)
+    assert "emulated" in bf16_note("bf16", "cpu")
+    assert bf16_note(None, "cpu") is None and bf16_note("bf16", "cuda") is None
+    monkeypatch.setattr(sysinfo, "native_bf16", lambda features=None: True)
+    assert bf16_note("bf16", "cpu") is None
 
 
 def test_torch_autocast_bf16_returns_float32(tiny):

@@ -37,3 +37,13 @@ def test_describe_names_cpu_isa_threads_and_versions():
     line = sysinfo.describe(info)
     assert info["cpu"] in line and f"{info['threads']} threads" in line and "numpy" in line
     assert info["threads"] >= 1
+
+
+def test_native_bf16_only_with_bf16_hardware_and_caps_are_named(tmp_path, monkeypatch):
+    assert not sysinfo.native_bf16(sysinfo.isa_features(_info(tmp_path, EPYC)))
+    assert sysinfo.native_bf16(sysinfo.isa_features(_info(tmp_path, SPR)))
+    assert not sysinfo.native_bf16(["AVX2", "FMA", "AVX-512", "AVX512-VNNI"])   # AVX-512 alone: emulated
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    info = sysinfo.machine_info()
+    assert info["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert "ISA capped: ONEDNN_MAX_CPU_ISA=AVX2; ONNX Runtime is not capped" in sysinfo.describe(info)

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import non_negative_int, parse_hw, positive_int, run_cli
+from runtime.apps.cli import OV_PRECISION_HELP, OV_PRECISIONS, non_negative_int, parse_hw, positive_int, run_cli
 from runtime.errors import ToolkitError
 from runtime.sysinfo import describe, machine_info
 
@@ -127,6 +127,20 @@ def run_isolated(spec: dict) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
+def artifact_options(args: argparse.Namespace, artifact: str) -> dict[str, Any]:
+    """Backend options for one artifact from --providers / --threads / --ov-precision."""
+    from runtime.backends import backend_for
+
+    kind = backend_for(artifact, args.backend)
+    if args.ov_precision and kind != "openvino" and not args.also_openvino:
+        raise ToolkitError("--ov-precision only applies to OpenVINO", fix="add --backend openvino or --also-openvino")
+    if kind == "openvino":
+        return {"threads": args.threads, "precision": args.ov_precision or "f32"}
+    if kind == "onnxruntime":
+        return {"providers": args.providers, "threads": args.threads}
+    return {}
+
+
 def build_specs(args: argparse.Namespace) -> list[dict]:
     frame = list(parse_hw(args.frame, "--frame"))
     stride = list(parse_hw(args.stride, "--stride")) if args.stride else None
@@ -142,8 +156,10 @@ def build_specs(args: argparse.Namespace) -> list[dict]:
             specs.append({**base, "artifact": args.reference, "backend": "torch", "mode": "whole",
                           "suffix": " (whole frame)", "options": {**opts, "crop": frame}})
     for a in args.artifacts:
-        opts = {"providers": args.providers, "threads": args.threads} if a.lower().endswith(".onnx") else {}
-        specs.append({**base, "artifact": a, "backend": args.backend, "options": opts})
+        specs.append({**base, "artifact": a, "backend": args.backend, "options": artifact_options(args, a)})
+        if args.also_openvino and a.lower().endswith(".onnx"):
+            opts = {"threads": args.threads, "precision": args.ov_precision or "f32"}
+            specs.append({**base, "artifact": a, "backend": "openvino", "options": opts})
     if not specs:
         raise ToolkitError("nothing to benchmark", fix="pass --artifacts FILE ... and/or --reference VARIANT")
     from runtime.backends import open_backend
@@ -181,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", nargs="*", default=[], help=".onnx / .engine files")
     p.add_argument("--reference", "--model", dest="reference", help="PyTorch variant to include (eager FP32)")
     p.add_argument("--checkpoint", help="checkpoint for the reference (random init if omitted: speed only)")
-    p.add_argument("--autocast", nargs="*", choices=("fp16", "bf16"), help="also run the reference under autocast")
+    p.add_argument("--autocast", nargs="*", choices=("fp16", "bf16"), help="also run the reference under autocast (bf16 is fast only with AVX512-BF16/AMX)")
     p.add_argument("--whole", action="store_true", help="also run the reference on the whole frame (memory)")
     p.add_argument("--frame", default="1024x2048", help="synthetic frame size HxW")
     p.add_argument("--crop", help="reference crop HxW (default: the variant's crop)")
@@ -190,9 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, default=1, help="tiles per PyTorch call")
     p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed frames per backend")
     p.add_argument("--iters", type=positive_int, default=3, help="timed frames per backend")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino | tensorrt | triton for --artifacts")
+    p.add_argument("--also-openvino", action="store_true",
+                   help="run every .onnx artifact in OpenVINO too (side by side with --backend)")
+    p.add_argument("--ov-precision", choices=OV_PRECISIONS, help=OV_PRECISION_HELP)
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
-    p.add_argument("--threads", type=positive_int, help="threads for ONNX Runtime and PyTorch")
+    p.add_argument("--threads", type=positive_int, help="threads for ONNX Runtime, OpenVINO and PyTorch")
     p.add_argument("--device", default="cpu", help="reference device")
     p.add_argument("--no-isolate", action="store_true", help="run every backend in this process")
     p.add_argument("--out", default="runs/benchmark.json", help="results JSON")

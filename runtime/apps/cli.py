@@ -37,6 +37,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     return int(code or 0)
 
 
+OV_PRECISIONS = ("f32", "bf16", "f16", "auto")
+OV_PRECISION_HELP = ("OpenVINO: precision of the float layers: f32 (default, the artifact's numerics), bf16 / f16 "
+                     "(fast only where the CPU has them natively: AVX512-BF16 / AMX; elsewhere emulated and "
+                     "slower, with a note), auto (OpenVINO's choice for this CPU)")
+
+
 def positive_int(text: str) -> int:
     """argparse ``type=`` for counts that must be >= 1 (threads, frames, images)."""
     try:
@@ -74,10 +80,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> Any:
     m.add_argument("--stride", help="tiled mode: tile stride HxW (default: 2/3 of the crop)")
     m.add_argument("--mode", default="tiled", choices=("tiled", "resize", "whole"),
                    help="tiled: sliding window (accurate); resize: one tile per frame (fast)")
-    m.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt | triton")
+    m.add_argument("--backend", default="auto",
+                   help="auto | torch | onnxruntime | openvino | tensorrt | triton (auto: .onnx -> onnxruntime; "
+                        "openvino runs the same .onnx files: pip install -e .[openvino])")
     m.add_argument("--device", help="PyTorch: cpu / cuda[:N]; TensorRT: GPU index")
     m.add_argument("--providers", help="ONNX Runtime: cpu | cuda | tensorrt")
-    m.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch / ONNX Runtime")
+    m.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch / ONNX Runtime / OpenVINO")
+    m.add_argument("--ov-precision", choices=OV_PRECISIONS, help=OV_PRECISION_HELP)
     add_triton_arguments(m)
     return m
 
@@ -119,7 +128,9 @@ def backend_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
                                fix="the server's config.pbtxt decides devices and threads (export/to_triton.py)")
         return {}
     if args.providers and kind != "onnxruntime":
-        raise ToolkitError("--providers only applies to ONNX artifacts", found=str(args.model))
+        raise ToolkitError("--providers only applies to ONNX Runtime", found=f"{kind} for {args.model}")
+    if getattr(args, "ov_precision", None) and kind != "openvino":
+        raise ToolkitError("--ov-precision only applies to --backend openvino", found=kind)
     opts: dict[str, Any] = {}
     if kind == "torch":
         opts.update(checkpoint=args.checkpoint, device=args.device or "cpu", threads=args.threads)
@@ -129,6 +140,10 @@ def backend_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         if args.device:
             raise ToolkitError("--device does not apply to ONNX artifacts", fix="use --providers cuda")
         opts.update(providers=args.providers, threads=args.threads)
+    elif kind == "openvino":
+        if args.device:
+            raise ToolkitError("--device does not apply to the OpenVINO backend", fix="it runs on the CPU; drop --device")
+        opts.update(threads=args.threads, precision=getattr(args, "ov_precision", None) or "f32")
     else:
         if args.threads:
             raise ToolkitError("--threads does not apply to TensorRT engines")

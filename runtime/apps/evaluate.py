@@ -20,7 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import add_triton_arguments, dataset_name_of, parse_hw, positive_int, run_cli, triton_model_arg
+from runtime.apps.cli import (OV_PRECISION_HELP, OV_PRECISIONS, add_triton_arguments, dataset_name_of, parse_hw,
+                              positive_int, run_cli, triton_model_arg)
 from runtime.data import train_to_label_ids
 from runtime.fileio import write_png
 from runtime.errors import ToolkitError
@@ -133,7 +134,7 @@ def _artifact_meta(artifact: str, kind: str) -> Any:
     """An artifact's metadata without running it (a served model: asked from the server)."""
     from runtime.artifact import read_onnx_meta, read_sidecar
 
-    if kind == "onnxruntime":
+    if kind in ("onnxruntime", "openvino"):
         return read_onnx_meta(artifact)
     if kind == "triton":
         from runtime.backends import open_backend
@@ -335,15 +336,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-ids", default="labelIds", choices=("labelIds", "trainIds"),
                    help="Cityscapes: what the *_gtFine_labelIds.png files hold (default labelIds, 0..33)")
     p.add_argument("--max-drop", help="limits in mIoU points, e.g. fp32=0.01,fp16=0.1,int8=0.5")
-    p.add_argument("--backend", default="auto", help="force a backend for the artifacts")
+    p.add_argument("--backend", default="auto",
+                   help="force a backend for the artifacts (e.g. openvino for .onnx files)")
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
-    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime / OpenVINO inference threads")
+    p.add_argument("--ov-precision", choices=OV_PRECISIONS, help=OV_PRECISION_HELP)
     p.add_argument("--device", default="cpu", help="reference device: cpu or cuda")
     add_triton_arguments(p)
     p.add_argument("--out", default="runs/evaluate", help="report directory")
     p.add_argument("--save-preds", action="store_true",
                    help="write colourised predictions, disagreement maps and *_labelIds.png")
     return p
+
+
+def artifact_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--providers / --threads / --ov-precision as backend options for the artifacts."""
+    openvino = args.backend.lower() in ("openvino", "ov")
+    if args.ov_precision and not openvino:
+        raise ToolkitError("--ov-precision only applies to --backend openvino", found=f"--backend {args.backend}")
+    if openvino:
+        if args.providers:
+            raise ToolkitError("--providers only applies to ONNX Runtime", found="--backend openvino")
+        return {"threads": args.threads, "precision": args.ov_precision or "f32"}
+    if args.providers or args.threads:
+        if any(not str(a).lower().endswith(".onnx") for a in args.artifacts):
+            raise ToolkitError("--providers/--threads apply to ONNX Runtime only",
+                               fix="pass only .onnx artifacts with these flags, or drop them")
+        return {"providers": args.providers, "threads": args.threads}
+    return {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -355,18 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     served = triton_model_arg(args)
     if served:
         args.artifacts = [*args.artifacts, served]
-    options: dict[str, Any] = {}
-    if args.providers or args.threads:
-        if any(not str(a).lower().endswith(".onnx") for a in args.artifacts):
-            raise ToolkitError("--providers/--threads apply to ONNX Runtime only",
-                               fix="pass only .onnx artifacts with these flags, or drop them")
-        options = {"providers": args.providers, "threads": args.threads}
     report = evaluate(args.data, args.reference, args.artifacts, checkpoint=args.checkpoint,
                       crop=parse_hw(args.crop) if args.crop else None,
                       stride=parse_hw(args.stride, "--stride") if args.stride else None, mode=args.mode,
                       split=args.split, limit=args.limit, max_drop=limits, backend=args.backend,
-                      backend_options=options, save_dir=str(Path(out) / "preds") if args.save_preds else None,
-                      device=args.device, label_ids=args.label_ids)
+                      backend_options=artifact_options(args),
+                      save_dir=str(Path(out) / "preds") if args.save_preds else None, device=args.device,
+                      label_ids=args.label_ids)
     paths = write_reports(report, out)
     print_table(report)
     print(f"reports: {paths[0]} {paths[1]}")

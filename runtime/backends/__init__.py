@@ -1,8 +1,11 @@
-"""Backends: one contract for PyTorch, ONNX Runtime and TensorRT.
+"""Backends: one contract for PyTorch, ONNX Runtime, OpenVINO and TensorRT.
 
 ``open_backend(artifact, backend="auto", **options)`` picks the backend from the artifact: a
 ``.onnx`` path -> ONNX Runtime, ``.engine``/``.plan`` -> TensorRT, a variant name -> the PyTorch
-reference, a ``triton://HOST:PORT/MODEL`` string -> a model served by Triton. Nothing heavy (torch, onnxruntime, tensorrt) is imported until a backend is opened.
+reference, a ``triton://HOST:PORT/MODEL`` string -> a model served by Triton. OpenVINO (an optional
+extra) runs the same ``.onnx`` files when asked for by name (``backend="openvino"``); auto never picks it,
+so installing it changes nothing for existing commands. Nothing heavy (torch, onnxruntime, openvino,
+tensorrt) is imported until a backend is opened.
 """
 from __future__ import annotations
 
@@ -14,10 +17,11 @@ from typing import Any
 from runtime.backends.base import Backend
 from runtime.errors import ToolkitError
 
-BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt", "triton")
-ALIASES = {"pytorch": "torch", "ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt"}
+BACKEND_NAMES = ("torch", "onnxruntime", "openvino", "tensorrt", "triton")
+ALIASES = {"pytorch": "torch", "ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt", "ov": "openvino"}
 TRITON_SCHEME = "triton://"
 SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
+ALSO_RUNS = {"openvino": "onnxruntime"}     # backend -> the auto backend of the files it also runs
 
 __all__ = ["Backend", "open_backend", "backend_for", "BACKEND_NAMES"]
 
@@ -28,7 +32,7 @@ def _did_you_mean(word: str, choices: Any) -> str | None:
 
 
 def backend_for(artifact: str | os.PathLike, backend: str = "auto") -> str:
-    """The backend name for ``artifact`` ("torch" | "onnxruntime" | "tensorrt" | "triton")."""
+    """The backend name for ``artifact`` ("torch" | "onnxruntime" | "openvino" | "tensorrt" | "triton")."""
     choice = ALIASES.get(str(backend).lower(), str(backend).lower())
     if choice not in BACKEND_NAMES + ("auto",):
         raise ToolkitError(f"unknown backend {backend!r}", expected="auto, " + ", ".join(BACKEND_NAMES),
@@ -54,7 +58,10 @@ def backend_for(artifact: str | os.PathLike, backend: str = "auto") -> str:
     if choice == "torch" and by_suffix:
         raise ToolkitError(f"the PyTorch backend takes a variant name, not {artifact}",
                            fix=f"use --backend {by_suffix} for this file")
-    if choice != "torch" and by_suffix and by_suffix != choice:
+    if choice in ALSO_RUNS and not by_suffix:
+        raise ToolkitError(f"the {choice} backend takes an .onnx file, not {artifact}",
+                           fix="export the ONNX artifact first (export/to_onnx.py)")
+    if choice != "torch" and by_suffix and by_suffix != choice and ALSO_RUNS.get(choice) != by_suffix:
         raise ToolkitError(f"{artifact} is not a {choice} artifact", expected=choice, found=by_suffix,
                            fix=f"use --backend {by_suffix} or auto")
     return choice
@@ -64,7 +71,8 @@ def open_backend(artifact: str | os.PathLike, backend: str = "auto", **options: 
     """Build (not yet open) the backend for ``artifact``; use it as ``with open_backend(...) as b:``.
 
     Options per backend: torch: checkpoint, crop, device, autocast, batch, threads, model;
-    onnxruntime: providers, threads, trt_cache_dir; tensorrt: device, cuda, cuda_graph, strict;
+    onnxruntime: providers, threads, trt_cache_dir, spin, flush_denormals; openvino: threads,
+    precision (f32 | bf16 | f16 | auto), flush_denormals, device; tensorrt: device, cuda, cuda_graph, strict;
     triton: url, model, timeout.
     """
     kind = backend_for(artifact, backend)
@@ -79,6 +87,9 @@ def open_backend(artifact: str | os.PathLike, backend: str = "auto", **options: 
     elif kind == "triton":
         from runtime.backends.triton_backend import TritonBackend
         cls = TritonBackend
+    elif kind == "openvino":
+        from runtime.backends.openvino_backend import OpenVinoBackend
+        cls = OpenVinoBackend
     else:
         from runtime.backends.tensorrt_backend import TensorRTBackend
         cls = TensorRTBackend

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,6 +98,15 @@ def explain_load_error(path: Path, text: str) -> ToolkitError:
                         fix="check the onnxruntime version (pip show onnxruntime) against the README")
 
 
+def cpu_precision_note(precision: str, providers: Sequence[str]) -> str | None:
+    """One line for an FP16 artifact on ORT's CPU provider: it runs no faster than FP32 there."""
+    if precision != "fp16" or any(p != "CPUExecutionProvider" for p in providers):
+        return None
+    return ("note: ONNX Runtime's CPU provider casts most FP16 layers back to FP32, so this FP16 artifact runs "
+            "no faster than the FP32 one on a CPU; use the FP32 or INT8 artifact there, or bf16 through "
+            "--backend openvino --ov-precision bf16 where the CPU has native bf16 (AVX512-BF16 / AMX)")
+
+
 class OnnxRuntimeBackend(Backend):
     """An ONNX artifact in an ``onnxruntime.InferenceSession``.
 
@@ -147,6 +157,9 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
             raise explain_load_error(path, str(exc) or type(exc).__name__) from None
         self._check_io()
+        note = cpu_precision_note(self._meta.precision, self.active_providers)
+        if note:
+            print(note, file=sys.stderr)
 
     def _check_io(self) -> None:
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()

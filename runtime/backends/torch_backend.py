@@ -1,11 +1,12 @@
 """PyTorch reference backend: ``models.create_model(variant, checkpoint=...)`` on CPU or CUDA.
 
 FP32 by default; ``autocast="fp16"`` or ``"bf16"`` runs under ``torch.autocast`` (bf16 is the fast
-path on CPUs with AMX). torch is imported on open only, so ``runtime`` stays torch-free.
+path on CPUs with AMX / AVX512-BF16; elsewhere it is emulated, slower than FP32, and a note says so). torch is imported on open only, so ``runtime`` stays torch-free.
 """
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,6 +16,16 @@ from runtime.backends.base import Backend
 from runtime.errors import ToolkitError
 
 AUTOCAST = {None: None, "fp32": None, "fp16": "float16", "bf16": "bfloat16"}
+
+
+def bf16_note(autocast: str | None, device: str) -> str | None:
+    """One line when bf16 autocast runs on a CPU without bf16 hardware (oneDNN emulates it, slowly)."""
+    from runtime.sysinfo import native_bf16
+
+    if autocast != "bf16" or not device.startswith("cpu") or native_bf16():
+        return None
+    return ("note: bf16 autocast on a CPU without AVX512-BF16/AMX is emulated and slower than FP32 "
+            "(torch.ops.mkldnn._is_mkldnn_bf16_supported() may still say True); use FP32 or the INT8 artifact")
 
 
 class TorchBackend(Backend):
@@ -73,6 +84,9 @@ class TorchBackend(Backend):
             self._model = create_model(self.artifact, checkpoint=self.checkpoint)
         self._model = self._model.eval().to(self.device)
         self._torch = torch
+        note = bf16_note(self.autocast, self.device)
+        if note:
+            print(note, file=sys.stderr)
         self._meta = self._build_meta(variant)
 
     def _build_meta(self, variant: Any) -> ArtifactMeta:
