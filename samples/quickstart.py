@@ -66,7 +66,8 @@ def print_machine() -> None:
     from runtime.sysinfo import describe
 
     print(f"machine: {describe()}\nkernels: {cpu_kernels()}; training precision: "
-          f"{amp_choice('auto', torch.device('cpu'))[1]}", flush=True)
+          f"{amp_choice('auto', torch.device('cpu'))[1]}\n(training measures its first iterations and prints "
+          "the time it will take on this machine; the README lists measured times per CPU kind)", flush=True)
 
 
 def train_or_reuse(args: argparse.Namespace, train_main: Callable[[Sequence[str]], int | None]) -> float | None:
