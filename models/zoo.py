@@ -129,7 +129,8 @@ def _build_table() -> dict[str, Variant]:
         # mmsegmentation's r18-d8 configs (decode 128, auxiliary 64 channels); a 512-wide head made a
         # training step 1.4x slower and was less accurate on the sample set (README, Training).
         # os16 keeps layer4 at 1/16: 113 instead of 340 GFLOP per training step (batch 4 x 256x256,
-        # torch.utils.flop_counter), 0.45-0.6x the os8 step time in FP32 on AVX2 kernels (README, Training).
+        # torch.utils.flop_counter), but only 0.46-0.86x the os8 step time in FP32 on AVX2 kernels (a loaded
+        # 2-core machine; BatchNorm and elementwise work do not shrink with layer4): README, Training.
         for os_ in (8, 16):
             name = f"r18os{os_}_{ds}"
             table[name] = Variant(name, 18, os_, DATASETS[ds], head_channels=128, aux_channels=64)
