@@ -11,13 +11,15 @@ flags win) to the settings measured for the procedurally generated sample set on
 
 Outputs in ``--out``: ``latest.pth`` (every ``--save-every`` iterations, on Ctrl-C and at the end),
 ``best.pth`` (best validation mIoU), ``log.jsonl``. Checkpoints are ``{'model': state_dict,
-'optimizer', 'cur_iter', 'miou', ...}``, loadable by ``create_model(name, checkpoint=PATH)``;
-``--resume`` continues exactly (weights, optimizer, iteration, data order, RNG).
+'optimizer', 'cur_iter', 'miou', 'finished', ...}``, loadable by ``create_model(name, checkpoint=PATH)``;
+``--resume`` continues exactly (weights, optimizer, iteration, data order, RNG). ``finished`` is True
+only in the ``latest.pth`` of a run that reached ``--iters``. Ctrl-C or SIGTERM finishes the current
+iteration, saves ``latest.pth`` and exits 130 (SIGINT) or 143 (SIGTERM), so a caller never mistakes an
+interrupted run for a finished one; ``--max-minutes`` stops with exit 0 (asked for), unfinished.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -35,10 +37,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from models.checkpoints import load_checkpoint, read_state_dict, save_checkpoint
+from models.checkpoints import save_checkpoint
 from models.transforms import AugmentedDataset, IterationBatches, TrainTransform
 from models.zoo import get_variant
-from runtime.apps.cli import parse_hw, run_cli
+from models.train_log import Progress, RunLog, amp_choice, describe_run
+from models.train_state import (SIGNAL_EXIT, StopFlag, checkpoint_extra, load_resume,  # noqa: F401 (API)
+                                read_training_checkpoint, run_state)
+from runtime.apps.cli import parse_hw, positive_int, run_cli
 from runtime.errors import ToolkitError
 from runtime.fileio import ensure_writable_dir
 
@@ -59,6 +64,7 @@ class Runtime:
     local_rank: int
     device: torch.device
     amp: torch.dtype | None
+    amp_note: str = ""
 
     @property
     def main(self) -> bool:
@@ -78,7 +84,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{flag}", type=kind, help=f"default {RECIPE[flag.replace('-', '_')]}"
                        + (" (per process)" if flag == "batch-size" else ""))
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"),
-                   help="autocast: auto = bf16 on CUDA with bf16 / CPUs with AMX, fp16 on older GPUs")
+                   help="autocast: auto = bf16 on CUDA with bf16 / CPUs with AMX or AVX512-BF16, fp16 on older "
+                        "GPUs, FP32 elsewhere")
     p.add_argument("--ohem-thresh", type=float,
                    help="online hard example mining for the main loss: train only on pixels whose true-class "
                         "probability is below this (e.g. 0.7; default off)")
@@ -91,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="use only the first N train (and val) images")
     p.add_argument("--max-minutes", type=float, help="stop (and save) after this much training time")
-    p.add_argument("--threads", type=int, help="torch CPU threads per process (default cores/processes)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads per process (default cores/processes)")
     p.add_argument("--log-every", type=int, default=10)
     args = p.parse_args(argv)
     preset = PRESETS.get(args.preset, {})
@@ -102,7 +109,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """User errors in numeric flags, before any work starts."""
+    """User errors in flags, before any work starts."""
+    if not Path(args.data).is_dir():
+        raise ToolkitError(f"--data folder does not exist: {args.data}",
+                           fix="pass the dataset root holding the train and val splits "
+                               "(python -m samples.generate --out DIR makes the synthetic one)")
     for key in ("iters", "batch_size"):
         if getattr(args, key) < 1:
             raise ToolkitError(f"--{key.replace('_', '-')} must be >= 1", found=str(getattr(args, key)))
@@ -138,21 +149,7 @@ def setup_runtime(args: argparse.Namespace) -> Runtime:
     if not cuda:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world))
-    return Runtime(rank, world, local_rank, device, amp_dtype(args.amp, device))
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 where the hardware runs it fast (CUDA with bf16, CPU with AMX), fp16 on older GPUs."""
-    if mode == "off":
-        return None
-    if mode == "bf16":
-        return torch.bfloat16
-    if mode == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return torch.bfloat16 if amx is not None and amx() else None
+    return Runtime(rank, world, local_rank, device, *amp_choice(args.amp, device))
 
 
 def poly_lr(base: float, it: int, total: int, power: float = 0.9, min_lr: float = 1e-4) -> float:
@@ -279,85 +276,6 @@ def validate(model: torch.nn.Module, val_ds: Any, variant: Any, rt: Runtime) -> 
     return meter.summary(info.class_names)
 
 
-class StopFlag:
-    """First Ctrl-C / SIGTERM: finish the current iteration, save, exit. Second Ctrl-C: abort now."""
-
-    def __init__(self) -> None:
-        self.set = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopFlag":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.set and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def agreed(self, rt: Runtime) -> bool:
-        """All ranks stop at the same iteration (otherwise one would wait in all-reduce forever)."""
-        if rt.world == 1:
-            return self.set
-        flag = torch.tensor([1.0 if self.set else 0.0], device=rt.device)
-        dist.all_reduce(flag)
-        return bool(flag.item() > 0)
-
-
-def checkpoint_extra(args: argparse.Namespace, optimizer: torch.optim.Optimizer, scaler: Any, it: int,
-                     miou: float | None, best: float | None) -> dict:
-    """Everything besides the weights that an exact resume needs (plain types: weights_only loadable)."""
-    extra = dict(optimizer=optimizer.state_dict(), cur_iter=it, miou=miou, best_miou=best,
-                 variant=args.model, torch_rng=torch.get_rng_state(),
-                 args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, type(None)))})
-    if torch.cuda.is_available():
-        extra["cuda_rng"] = torch.cuda.get_rng_state()
-    if scaler is not None:
-        extra["scaler"] = scaler.state_dict()
-    return extra
-
-
-def load_resume(path: Path, inner: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
-                model_name: str) -> dict:
-    """Restore weights, optimizer and scaler; returns the checkpoint (cur_iter, RNG states, best_miou)."""
-    if not path.is_file():
-        raise ToolkitError(f"--resume checkpoint not found: {path}", fix="pass the path of a latest.pth")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "optimizer" not in ckpt or "cur_iter" not in ckpt:
-        raise ToolkitError(f"{path} is a weights-only checkpoint and cannot be resumed",
-                           expected="a training checkpoint with 'optimizer' and 'cur_iter'",
-                           fix="use --checkpoint to start from these weights instead")
-    if ckpt.get("variant") not in (None, model_name):
-        raise ToolkitError(f"{path} was trained as {ckpt['variant']}", found=f"--model {model_name}")
-    load_checkpoint(inner, read_state_dict(ckpt))
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scaler is not None and "scaler" in ckpt:
-        scaler.load_state_dict(ckpt["scaler"])
-    return ckpt
-
-
-class RunLog:
-    """log.jsonl lines + console output, rank 0 only."""
-
-    def __init__(self, out: Path | None) -> None:
-        self.path = out / "log.jsonl" if out else None
-
-    def write(self, record: dict, echo: bool = False) -> None:
-        if self.path is None:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        if echo:
-            from tqdm import tqdm
-
-            tqdm.write(json.dumps({k: v for k, v in record.items() if k != "per_class_iou"}))
-
-
 class Trainer:
     """Owns model, optimizer, data and outputs for one run; :meth:`run` is the loop."""
 
@@ -373,6 +291,7 @@ class Trainer:
                                          weight_decay=args.weight_decay)
         self.scaler = torch.amp.GradScaler(rt.device.type) if rt.amp == torch.float16 else None
         self.start, self.best, self.last_miou, ckpt = 0, None, None, None
+        self.exit_code = 0
         if args.resume is not None:
             path = Path(args.resume) if args.resume else self.out / "latest.pth"
             ckpt = load_resume(path, self.inner, self.optimizer, self.scaler, args.model)
@@ -415,20 +334,26 @@ class Trainer:
 
     def _stop_now(self, stop: StopFlag, started: float) -> bool:
         over = self.args.max_minutes is not None and time.time() - started > 60 * self.args.max_minutes
+        interrupted = stop.set
         stop.set = stop.set or over
-        return stop.agreed(self.rt)
+        if not stop.agreed(self.rt):
+            return False
+        # a signal here or on another rank: exit as interrupted; only the time limit alone is a clean stop
+        self.exit_code = SIGNAL_EXIT.get(stop.signum, 130) if interrupted or not over else 0
+        return True
 
     def run(self) -> int:
-        """Train from ``self.start`` to ``--iters``; returns the last completed iteration."""
+        """Train from ``self.start`` to ``--iters``; returns the exit code (0, or 130/143 if interrupted)."""
         from tqdm import tqdm
 
         a, rt = self.args, self.rt
         info = self.variant.dataset
         if rt.main:
             self.log.write({"start": self.start, "iters": a.iters, "world": rt.world, "device": str(rt.device),
-                            "amp": str(rt.amp), "norm": self.bn_note, "args": vars(a)}, echo=True)
+                            **describe_run(rt.amp_note), "norm": self.bn_note, "args": vars(a)}, echo=True)
         ohem = (a.ohem_thresh, a.ohem_min_kept) if a.ohem_thresh is not None else None
         started, it, recent = time.time(), self.start, []
+        progress = Progress(self.log, self.start, a.iters)
         bar = tqdm(total=a.iters, initial=it, disable=None if rt.main else True, dynamic_ncols=True)
         with StopFlag() as stop, bar:
             for batch in self.loader_iter:
@@ -444,6 +369,8 @@ class Trainer:
                 recent.append(loss)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+                if rt.main:
+                    progress.update(it, loss, lr)
                 if rt.main and (it % a.log_every == 0 or it == a.iters):
                     self.log.write({"iter": it, "loss": float(np.mean(recent)), "lr": lr,
                                     "elapsed_s": round(time.time() - started, 1)})
@@ -455,20 +382,26 @@ class Trainer:
                 if it < a.iters and self._stop_now(stop, started):
                     break
         self._finish(it, started)
-        return it
+        return self.exit_code
 
     def _finish(self, it: int, started: float) -> None:
         a = self.args
-        if a.val_every and it % a.val_every != 0 and it > self.start:
-            self.validate(it)
+        if a.val_every and it % a.val_every != 0 and it > self.start and not self.exit_code:
+            self.validate(it)   # skipped after Ctrl-C / SIGTERM: the user wants out, resume validates later
         if not (a.save_every and it % a.save_every == 0) or it == self.start:
             self.save("latest.pth", it)
         if self.rt.main:
             minutes = (time.time() - started) / 60
-            self.log.write({"end": it, "minutes": round(minutes, 2), "best_miou": self.best}, echo=True)
+            self.log.write({"end": it, "minutes": round(minutes, 2), "best_miou": self.best,
+                            "finished": it >= a.iters, "exit_code": self.exit_code}, echo=True)
             where = f"{self.out / 'latest.pth'}" + (f", best {self.best:.4f} in {self.out / 'best.pth'}"
                                                     if self.best is not None else "")
-            print(f"stopped at iteration {it}/{a.iters} after {minutes:.1f} min; saved {where}")
+            if it >= a.iters:
+                print(f"finished {it}/{a.iters} iterations in {minutes:.1f} min; saved {where}")
+            else:
+                why = "interrupted" if self.exit_code else "stopped by --max-minutes"
+                print(f"{why} at iteration {it}/{a.iters} after {minutes:.1f} min, unfinished; saved {where} "
+                      f"(continue with the same command plus --resume)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -477,11 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     get_variant(args.model)
     rt = setup_runtime(args)
     try:
-        Trainer(args, rt).run()
+        return Trainer(args, rt).run()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

@@ -128,7 +128,12 @@ def _build_table() -> dict[str, Variant]:
     for ds in DATASETS:   # edge variant: basic-block ResNet-18, not published. Head widths follow
         # mmsegmentation's r18-d8 configs (decode 128, auxiliary 64 channels); a 512-wide head made a
         # training step 1.4x slower and was less accurate on the sample set (README, Training).
-        table[f"r18os8_{ds}"] = Variant(f"r18os8_{ds}", 18, 8, DATASETS[ds], head_channels=128, aux_channels=64)
+        # os16 keeps layer4 at 1/16: 113 instead of 340 GFLOP per training step (batch 4 x 256x256,
+        # torch.utils.flop_counter), but only 0.46-0.86x the os8 step time in FP32 on AVX2 kernels (a loaded
+        # 2-core machine; BatchNorm and elementwise work do not shrink with layer4): README, Training.
+        for os_ in (8, 16):
+            name = f"r18os{os_}_{ds}"
+            table[name] = Variant(name, 18, os_, DATASETS[ds], head_channels=128, aux_channels=64)
     table["tiny_cityscapes"] = Variant("tiny_cityscapes", 18, 8, DATASETS["cityscapes"], stem_width=16,
                                        base_width=8, head_channels=32, aux_channels=32,
                                        layers=(1, 1, 1, 1), crop_override=(64, 128))

@@ -3,8 +3,12 @@
     python -m samples.quickstart [--data data/synth_cityscapes] [--run runs/r18os8_synth]
                                  [--artifacts artifacts/quickstart] [--retrain] [--limit N]
 
+0. prints the machine and the CPU kernels it runs on (training prints its projected time after its
+   first iterations, so a slow machine says at once how long it will take),
 1. generates the synthetic Cityscapes-format set (skipped when it is already there),
-2. trains the r18os8 sample model with ``--preset synthetic`` (reused when ``best.pth`` exists),
+2. trains the r18os8 sample model with ``--preset synthetic``: a finished run is reused, an
+   interrupted one (Ctrl-C, SIGTERM) is resumed where it stopped; an interrupted quickstart exits 130
+   (SIGINT) or 143 (SIGTERM) and exports nothing,
 3. exports FP32, FP16 and INT8 (TensorRT and ONNX-Runtime-CPU layouts) ONNX artifacts, calibrated on
    100 seeded train images (``--calib-images``, percentile 99.99 ranges), verifying each with ONNX Runtime,
 4. runs the accuracy gate: every artifact against the PyTorch FP32 reference on the val split, and
@@ -26,8 +30,18 @@ if __package__ in (None, ""):
 from runtime.apps.cli import run_cli
 from runtime.errors import ToolkitError
 
-MODEL = "r18os8_cityscapes"
+MODEL = "r18os8_cityscapes"     # the sample model: see README, Training
 CROP = "256x256"
+TRAIN_ARGS = ["--preset", "synthetic"]
+INTERRUPTED = (130, 143)          # what models.train returns after Ctrl-C / SIGTERM
+
+
+class Interrupted(Exception):
+    """A step was stopped by Ctrl-C / SIGTERM; ``code`` is its exit code."""
+
+    def __init__(self, title: str, code: int) -> None:
+        super().__init__(title)
+        self.title, self.code = title, code
 
 
 def step(title: str, command: str, args: list[str], main: Callable[[Sequence[str]], int | None]) -> float:
@@ -37,14 +51,46 @@ def step(title: str, command: str, args: list[str], main: Callable[[Sequence[str
     code = int(main(args) or 0)
     elapsed = time.perf_counter() - t0
     print(f"-- {title}: {elapsed:.0f} s", flush=True)
+    if code in INTERRUPTED:
+        raise Interrupted(title, code)
     if code:
         raise ToolkitError(f"step '{title}' failed with exit code {code}", fix="see its output above")
     return elapsed
 
 
+def print_machine() -> None:
+    """Where this runs: CPU model and ISA, the kernels PyTorch uses, and the training precision."""
+    import torch
+
+    from models.train_log import amp_choice, cpu_kernels
+    from runtime.sysinfo import describe
+
+    print(f"machine: {describe()}\nkernels: {cpu_kernels()}; training precision: "
+          f"{amp_choice('auto', torch.device('cpu'))[1]}\n(training measures its first iterations and prints "
+          "the time it will take on this machine; the README lists measured times per CPU kind)", flush=True)
+
+
+def train_or_reuse(args: argparse.Namespace, train_main: Callable[[Sequence[str]], int | None]) -> float | None:
+    """Reuse a finished run, resume an unfinished one, else train; returns the training seconds (None: reused)."""
+    from models.train import run_state
+
+    run = Path(args.run)
+    state, it, total = ("none", 0, 0) if args.retrain else run_state(run)
+    command = ["--model", MODEL, "--data", args.data, *TRAIN_ARGS, "--out", args.run]
+    if state == "finished" and (run / "best.pth").is_file():
+        print(f"\n== train: reusing the finished run {run / 'best.pth'} (pass --retrain to train again)")
+        check_reusable(run / "best.pth")
+        return None
+    if state == "unfinished":
+        check_reusable(run / "latest.pth")
+        print(f"\n== train: resuming the unfinished run in {run} at iteration {it}/{total}")
+        command.append("--resume")
+    return step("train the sample model", "python -m models.train", command, train_main)
+
+
 def check_reusable(ckpt: Path) -> None:
-    """A run left by an older version (e.g. the r18os8 head was 512 channels wide) must not fail
-    later inside the export with a shape list: say at once that it has to be retrained."""
+    """A run left by an older version (e.g. another sample variant) must not fail later inside the
+    export with a shape list: say at once that it has to be retrained."""
     from models import create_model
 
     try:
@@ -60,30 +106,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--run", default="runs/r18os8_synth", help="training run directory")
     ap.add_argument("--artifacts", default="artifacts/quickstart", help="where the ONNX artifacts go")
     ap.add_argument("--report", default="runs/quickstart_report", help="accuracy report directory")
-    ap.add_argument("--retrain", action="store_true", help="train even if <run>/best.pth exists")
+    ap.add_argument("--retrain", action="store_true",
+                    help="train from scratch even if <run> holds a finished or unfinished run")
     ap.add_argument("--limit", type=int, help="evaluate on the first N val images only")
     ap.add_argument("--calib-method", default="percentile",
                     help="INT8 calibration method (percentile: measured best on the sample model, see README)")
     ap.add_argument("--calib-images", type=int, default=100,
                     help="INT8 calibration images (export's default is 500; 100 keeps the quickstart short)")
     args = ap.parse_args(argv)
+    try:
+        return run_steps(args)
+    except Interrupted as exc:
+        print(f"\nquickstart interrupted during '{exc.title}' (exit {exc.code}); nothing was exported from it. "
+              "Run the same command again to resume the training where it stopped.", flush=True)
+        return exc.code
 
+
+def run_steps(args: argparse.Namespace) -> int:
+    """The chain of steps (see the module docstring)."""
     from export.to_trt import main as export_main
     from models.train import main as train_main
     from runtime.apps.evaluate import main as evaluate_main
     from samples.generate import main as generate_main
 
     t_start = time.perf_counter()
+    print_machine()
     times = {"generate": step("generate the synthetic set",
                               "python -m samples.generate", ["--out", args.data], generate_main)}
     ckpt = Path(args.run) / "best.pth"
-    if ckpt.is_file() and not args.retrain:
-        print(f"\n== train: reusing {ckpt} (pass --retrain to train again)")
-        check_reusable(ckpt)
-    else:
-        times["train"] = step("train the sample model", "python -m models.train", [
-            "--model", MODEL, "--data", args.data, "--preset", "synthetic",
-            "--out", args.run], train_main)
+    trained = train_or_reuse(args, train_main)
+    if trained is not None:
+        times["train"] = trained
     common = ["--model", MODEL, "--checkpoint", str(ckpt), "--crop", CROP, "--out", args.artifacts,
               "--data", args.data, "--backend", "onnxruntime"]
     times["export fp32+fp16"] = step("export FP32 + FP16", "python export/to_trt.py", [*common, "--fp16"],

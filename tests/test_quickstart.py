@@ -1,5 +1,8 @@
-"""Quickstart: a stale sample-model run is refused up front with the --retrain fix."""
+"""Quickstart: a stale sample-model run is refused up front; an interrupted training is resumed, never exported."""
 from __future__ import annotations
+
+import os
+import signal
 
 import pytest
 
@@ -16,3 +19,45 @@ def test_reused_run_must_fit_the_current_variant(tmp_path):
     with pytest.raises(ToolkitError, match="cannot reuse") as info:
         check_reusable(stale)
     assert "--retrain" in str(info.value)
+
+
+def test_interrupted_training_is_resumed_not_exported(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during training: the quickstart exits 130 and exports nothing; the next quickstart
+    resumes the unfinished run (not reuses it), then exports; the one after reuses the finished run."""
+    import export.to_trt
+    import models.train as train
+    import runtime.apps.evaluate
+    import samples.generate
+    from samples import quickstart
+
+    data = tmp_path / "data"
+    samples.generate.generate_dataset(data, size=(64, 128), n_train=4, n_val=1, workers=1, progress=False)
+    monkeypatch.setattr(quickstart, "MODEL", "tiny_cityscapes")
+    monkeypatch.setattr(quickstart, "TRAIN_ARGS", [
+        "--crop", "64x128", "--base-size", "128x64", "--batch-size", "2", "--workers", "0", "--amp", "off",
+        "--iters", "3", "--val-every", "3", "--save-every", "0", "--log-every", "1"])
+    exported: list[list[str]] = []
+    monkeypatch.setattr(samples.generate, "main", lambda argv: 0)
+    monkeypatch.setattr(export.to_trt, "main", lambda argv: exported.append(list(argv)) or 0)
+    monkeypatch.setattr(runtime.apps.evaluate, "main", lambda argv: 0)
+    real_step, calls = train.train_step, []
+
+    def interrupted_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    argv = ["--data", str(data), "--run", str(tmp_path / "run"), "--artifacts", str(tmp_path / "art"),
+            "--report", str(tmp_path / "report")]
+    monkeypatch.setattr(train, "train_step", interrupted_step)
+    assert quickstart.main(argv) == 130
+    assert exported == [] and "interrupted during 'train the sample model'" in capsys.readouterr().out
+    assert train.run_state(tmp_path / "run") == ("unfinished", 2, 3)
+    monkeypatch.setattr(train, "train_step", real_step)
+    assert quickstart.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "resuming the unfinished run" in out and "--resume" in out and "machine: " in out
+    assert train.run_state(tmp_path / "run") == ("finished", 3, 3) and len(exported) == 2
+    assert quickstart.main(argv) == 0
+    assert "reusing the finished run" in capsys.readouterr().out

@@ -279,3 +279,124 @@ def test_torchrun_two_process_gloo_smoke(synth, tmp_path):
     assert records[0]["world"] == 2 and "per process" in records[0]["norm"]
     assert sum(1 for r in records if r.get("val")) == 1          # only rank 0 writes
     assert torch.load(tmp_path / "latest.pth", weights_only=True)["cur_iter"] == 2
+
+
+# ----------------------------------------------------------------------------- interruption, resume errors
+
+def _interrupt_after_first_step(monkeypatch, signum: int) -> None:
+    """As if the user pressed Ctrl-C (or the system sent SIGTERM) during the first iteration."""
+    import models.train as train
+
+    real = train.train_step
+    calls = []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", step)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_run_exits_nonzero_unfinished_and_resumes(synth, tmp_path, monkeypatch, capsys, signum, code):
+    from models.train import main, run_state
+
+    _interrupt_after_first_step(monkeypatch, signum)
+    assert main(_args(synth, tmp_path, "--save-every", "0")) == code
+    assert "interrupted at iteration 1/4" in capsys.readouterr().out
+    latest = torch.load(tmp_path / "latest.pth", weights_only=True)
+    assert latest["cur_iter"] == 1 and latest["finished"] is False
+    assert run_state(tmp_path) == ("unfinished", 1, 4)
+    monkeypatch.undo()
+    assert main(_args(synth, tmp_path, "--resume")) == 0
+    assert run_state(tmp_path) == ("finished", 4, 4)
+    end = [json.loads(line) for line in open(tmp_path / "log.jsonl") if '"end"' in line]
+    assert [(r["end"], r["finished"], r["exit_code"]) for r in end] == [(1, False, code), (4, True, 0)]
+
+
+def test_run_state_of_runs_before_the_finished_flag(tmp_path):
+    from models.train import run_state
+
+    assert run_state(tmp_path) == ("none", 0, 0)
+    torch.save({"model": {}, "optimizer": {}, "cur_iter": 1500, "args": {"iters": 1500}}, tmp_path / "latest.pth")
+    assert run_state(tmp_path) == ("finished", 1500, 1500)
+    torch.save({"model": {}, "optimizer": {}, "cur_iter": 276, "args": {"iters": 1500}}, tmp_path / "latest.pth")
+    assert run_state(tmp_path) == ("unfinished", 276, 1500)
+
+
+class _Payload:
+    """A pickled object in a checkpoint: weights_only loading must refuse it."""
+
+
+def test_resume_from_truncated_or_pickled_checkpoint_is_one_line_error(synth, tmp_path):
+    from models.train import main
+
+    assert main(_args(synth, tmp_path / "run", "--iters", "1")) == 0
+    good = (tmp_path / "run" / "latest.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(good[: len(good) // 2])
+    torch.save({"model": {}, "optimizer": {}, "cur_iter": 1, "hook": _Payload()}, tmp_path / "pickled.pth")
+    for name in ("truncated.pth", "pickled.pth"):
+        proc = subprocess.run([sys.executable, "-m", "models.train",
+                               *_args(synth, tmp_path / "run", "--resume", str(tmp_path / name))],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.startswith(f"error: cannot read checkpoint {tmp_path / name}")
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_missing_data_folder_and_bad_threads(tmp_path, capsys):
+    from models.train import main
+
+    with pytest.raises(ToolkitError, match="--data folder does not exist") as info:
+        main(_args(tmp_path / "nowhere", tmp_path / "out"))
+    assert "add a val split" not in str(info.value)
+    for bad in ("0", "-2"):
+        with pytest.raises(SystemExit) as stop:
+            main(_args(tmp_path, tmp_path / "out", "--threads", bad))
+        assert stop.value.code == 2 and "--threads" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- what the log says
+
+def test_amp_auto_says_what_runs(monkeypatch):
+    from models.train_log import amp_choice
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert amp_choice("auto", cpu) == (None, "off (auto: no AMX or AVX512-BF16 usable on this CPU): FP32")
+    assert "much slower than FP32" in amp_choice("bf16", cpu)[1]
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert amp_choice("auto", cpu) == (torch.bfloat16, "bf16 autocast (auto: AMX on this CPU)")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")        # oneDNN capped below its bf16 kernels
+    assert amp_choice("auto", cpu)[0] is None
+    assert amp_choice("off", cpu) == (None, "off (--amp off): FP32")
+
+
+def test_log_names_amp_machine_and_projects_time(synth, tmp_path, capsys):
+    from models.train import main
+
+    assert main(_args(synth, tmp_path, "--iters", "6")) == 0
+    first = json.loads(open(tmp_path / "log.jsonl").readline())
+    assert first["amp"] == "off (--amp off): FP32" and "threads" in first["machine"]
+    assert first["kernels"].startswith("ATen ")
+    out = capsys.readouterr().out
+    assert "speed: " in out and "the remaining 1 iterations take about" in out
+    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    assert [r["iter"] for r in records if "projected_s" in r] == [5]
+
+
+def test_progress_lines_at_a_steady_pace_without_a_terminal(capsys, tmp_path):
+    from models.train_log import Progress, RunLog
+
+    quiet = Progress(RunLog(tmp_path), start=0, total=100, every_s=3600.0, tty=False)
+    steady = Progress(RunLog(tmp_path), start=0, total=100, every_s=0.0, tty=False)
+    bar = Progress(RunLog(tmp_path), start=0, total=100, every_s=0.0, tty=True)
+    for it in range(1, 4):
+        for p in (quiet, steady, bar):
+            p.update(it, 1.5, 0.01)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("iter ")]
+    assert len(lines) == 2 and lines[-1].startswith("iter 3/100  loss 1.500") and "ETA" in lines[-1]
