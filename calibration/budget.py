@@ -173,18 +173,21 @@ def output_error(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]
     return rel, float(np.mean(reference.argmax(1) != test.argmax(1)))
 
 
-def int8_sensitivity(full_qdq: Any, fp32_model: Any, units: Sequence[Unit], tiles: np.ndarray, batch: int,
-                     cache: Path, key: dict, progress: Callable[[str], Any] | None = None) -> list[Unit]:
-    """``units`` ranked most sensitive first (one unit quantised at a time; see the module doc)."""
+def int8_sensitivity(full_qdq: Callable[[], Any], fp32_model: Any, units: Sequence[Unit], tiles: np.ndarray,
+                     batch: int, cache: Path, key: dict, progress: bool = False) -> tuple[list[Unit], bool]:
+    """(``units`` ranked most sensitive first, reused from the cache?). ``full_qdq()`` makes the fully
+    quantised TensorRT-layout model (only called when the cache misses); see the module doc."""
     cached = _read_cache(cache, key)
+    reused = cached is not None
     if cached is None:
+        full = full_qdq()
         reference = run_model(fp32_model, tiles, batch)
         cached = {}
         for unit in _iterate(units, progress, "INT8 sensitivity"):
-            rel, dis = output_error(reference, run_model(strip_qdq(full_qdq, set(unit.nodes)), tiles, batch))
+            rel, dis = output_error(reference, run_model(strip_qdq(full, set(unit.nodes)), tiles, batch))
             cached[unit.name] = {"score": rel, "detail": f"logit error {rel:.2e}, {100 * dis:.2f}% pixels differ"}
         _write_cache(cache, key, cached)
-    return rank(units, cached)
+    return rank(units, cached), reused
 
 
 def rank(units: Sequence[Unit], scores: dict[str, dict]) -> list[Unit]:

@@ -98,15 +98,17 @@ class Int8Space:
 
         from calibration.budget import SENSITIVITY_RECIPE, int8_sensitivity
 
-        full = self.work / f"int8_trt_all_{method}.onnx"
-        self.quantize(method, (), "trt", full)
+        def full_qdq() -> Any:
+            path = self.work / f"int8_trt_all_{method}.onnx"
+            self.quantize(method, (), "trt", path)
+            return onnx.load(str(path))
+
         tiles = sensitivity_tiles(self.calib)
         key = {"recipe": SENSITIVITY_RECIPE, "int8": INT8_RECIPE, "fp32": self.sha, "calib": self.calib.key,
                "method": method, "forced": self.forced, "tiles": len(tiles)}
         cache = self.cdir / f"sensitivity{SENSITIVITY_RECIPE}_{digest(key)[:16]}.json"
-        reused = cache.is_file()
-        ranked = int8_sensitivity(onnx.load(str(full)), self.pre_model, self.units, tiles, self.fp32.meta.batch,
-                                  cache, key, progress=self.progress)
+        ranked, reused = int8_sensitivity(full_qdq, self.pre_model, self.units, tiles, self.fp32.meta.batch,
+                                          cache, key, progress=self.progress)
         self.log(f"{method}: per-layer sensitivity of {len(ranked)} units on {len(tiles)} calibration tiles "
                  f"({'reused ' + cache.name if reused else 'measured, cached in ' + cache.name})")
         return ranked
@@ -204,6 +206,8 @@ def run_budget(args: argparse.Namespace, fp32: Artifact, source: Any, log: Calla
             written, facts = _int8(args, fp32, calib, held, work, progress, log)
         else:
             written, facts = _fp16(args, fp32, calib, held, work, progress, log)
+        if held.reused:
+            log(f"{held.reused} candidate scores reused from {held.scores_path.name} (same artifact bytes, same frames)")
         facts.update(frames=frames, eval_data=eval_desc, reference=held.reference)
         report = write_report(fp32, facts, args, written)
     log(f"report: {report[0]} and {report[1].name}")

@@ -261,9 +261,14 @@ def test_unmet_budget_exits_nonzero_and_writes_no_artifact(setup, int8_run, caps
             "--out", str(out), "--backend", "onnxruntime", "--quiet", "--int8", "--max-drop", "0",
             "--calib-method", "max", "--max-float-layers", "1"]
     assert run_cli(main, argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: no INT8 candidate stays within --max-drop 0") and "best candidate max" in err
+    first = capsys.readouterr()
+    assert first.err.startswith("error: no INT8 candidate stays within --max-drop 0") and "best candidate max" in first.err
+    assert "reusing the PyTorch reference predictions" in first.out        # cached by the passing run before
+    assert "measured, cached in sensitivity" in first.out
     assert sorted(p.name for p in out.iterdir()) == before                    # nothing new, nothing half-written
+    assert run_cli(main, argv) == 2                                           # rerun: everything from the caches
+    again = capsys.readouterr()
+    assert "(reused sensitivity" in again.out and again.err == first.err
 
 
 def test_evaluation_on_calibration_images_is_refused(setup, tmp_path):
