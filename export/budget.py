@@ -219,7 +219,7 @@ def _int8(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work:
     from calibration.graph import parse_keep
     from export.budget_eval import time_per_tile
     from export.budget_report import print_table
-    from export.budget_search import choose, search, unmet_budget
+    from export.budget_search import choose, explain, search, unmet_budget
 
     methods = [m.strip() for m in (args.calib_method or ",".join(DEFAULT_METHODS)).split(",") if m.strip()]
     space = Int8Space(fp32, calib, methods, parse_keep(args.keep_int8, ()), work, args.max_float_layers,
@@ -245,7 +245,8 @@ def _int8(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work:
         raise unmet_budget(result, "INT8", "raise --max-drop, allow more float layers (--max-float-layers N, "
                            f"now {space.cap} of {len(space.units)}), or use --fp16" + note)
     written = _write_int8(args, fp32, space, win, work, trt_path, {"ort": _figures(win), "trt": trt})
-    facts = {"precision": "int8", "result": result, "winner": win, "why": why, "rejected": rejected,
+    facts = {"precision": "int8", "result": result, "winner": win, "why": f"{why}; {explain(result, win)}",
+             "rejected": rejected,
              "units": space.units, "total_macs": space.total_macs, "forced": space.forced, "cap": space.cap,
              "trt": trt, "calibration": calib.describe()}
     return written, facts
@@ -309,7 +310,7 @@ def _fp16(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work:
           log: Callable[[str], None]) -> tuple[list[Artifact], dict]:
     from calibration.graph import parse_keep
     from export.budget_report import print_table
-    from export.budget_search import choose, search, unmet_budget
+    from export.budget_search import choose, explain, search, unmet_budget
 
     space = Fp16Space(fp32, calib, parse_keep(args.keep_fp32, ()), work, args.max_float_layers, log)
     result = search(space, held.score, args.max_drop, progress, log)
@@ -325,7 +326,8 @@ def _fp16(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work:
              "source_onnx_sha256": sha256_file(fp32.path),
              **_decision(args, win, _figures(win), layout_name(kept))}
     art = _place(fp32, win.path, "fp16", layout_name(kept), budget_tag("fp16", None, args.max_drop), extra)
-    facts = {"precision": "fp16", "result": result, "winner": win, "why": why, "rejected": [],
+    facts = {"precision": "fp16", "result": result, "winner": win, "why": f"{why}; {explain(result, win)}",
+             "rejected": [],
              "units": space.units, "total_macs": space.total_macs, "forced": space.forced, "cap": space.cap,
              "calibration": calib.describe()}
     return [art], facts

@@ -188,8 +188,20 @@ def choose(finalists: Sequence[Candidate], timer: Callable[[list[Path]], list[fl
                f"of the fastest count as a tie, broken by fewer float MACs, then lower drop)")
         return win, why
     win = min(finalists, key=lambda c: (c.float_macs, c.drop))
-    reason = "the only candidate within budget" if len(finalists) == 1 else "fewest multiply-accumulates left in float"
+    reason = ("the only finalist (the smallest passing float set of its method; no other method produced a "
+              "passing candidate that could be cheaper)") if len(finalists) == 1 else \
+        "fewest multiply-accumulates left in float"
     return win, reason + (" (cost proxy)" if by == "proxy" else "")
+
+
+def explain(result: SearchResult, win: Candidate) -> str:
+    """What the cheaper candidates did: the other half of why the winner won."""
+    cheaper = [c for c in result.candidates if c.drop is not None and not c.passed and c.float_macs <= win.float_macs]
+    if not cheaper:
+        return "no candidate with less float was over budget"
+    best = min(cheaper, key=lambda c: c.drop)
+    return (f"{len(cheaper)} candidate(s) with at most as much float went over budget (closest: {best.label}, "
+            f"drop {best.drop:+.3f} > {result.budget:g})")
 
 
 def unmet_budget(result: SearchResult, what: str, fix: str) -> ToolkitError:

@@ -10,6 +10,9 @@ layout, ONNX-Runtime-CPU layout). --fp16 --int8 means "best" (as trtexec --best)
 artifacts, and an engine from the INT8 Q/DQ file whose other layers may run in FP16 (TensorRT <= 10
 only; refused on 11). No flag: FP32. Every artifact is verified with ONNX Runtime.
 
+--max-drop X (with --int8 or --fp16, --calib-data, optional --eval-data): search the fastest
+artifact whose mIoU drop against PyTorch on held-out frames stays within X points (export/budget.py).
+
 --backend auto (default): engines where TensorRT and a CUDA GPU exist, otherwise the ONNX
 artifacts plus the exact command to run on the target; onnxruntime: the ONNX artifacts only
 (CPU deployment); tensorrt: a missing TensorRT/GPU is an error. --onnx builds engines from

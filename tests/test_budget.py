@@ -90,7 +90,7 @@ class FakeSpace:
 
 
 def test_search_finds_the_smallest_passing_float_set_per_method():
-    from export.budget_search import search
+    from export.budget_search import explain, search
 
     space = FakeSpace({"entropy": 5.5, "max": 9.5})      # entropy passes (<= 0.5) at k=5, max at k=9
     result = search(space, space.score, 0.5, progress=False, log=lambda *a: None)
@@ -101,6 +101,7 @@ def test_search_finds_the_smallest_passing_float_set_per_method():
     assert [k for m, k in space.built if m == "max"] == [0, 1, 2, 4] and len(space.built) == 11   # not 20
     skipped = [c for c in result.candidates if c.passed is None]
     assert [(c.method, c.k) for c in skipped] == [("max", 8)] and "skipped" in skipped[0].note
+    assert "closest: entropy, 4 float, drop +1.500 > 0.5" in explain(result, result.finalists[0])
     tighter = search(FakeSpace({"entropy": 5.5}), FakeSpace({"entropy": 5.5}).score, 0.1, False, print)
     assert tighter.finalists[0].k == 6 > 5                    # a tighter budget keeps more units in float
 
