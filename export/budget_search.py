@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from runtime.errors import ToolkitError
 
-TIME_TIE = 0.03            # finalists within 3 % of the fastest are a tie: fewer float MACs, then lower drop win
+TIME_TIE = 0.03            # finalists within 3 % of the fastest tie: fewer float MACs, then higher agreement win
 
 
 @dataclass
@@ -174,7 +174,7 @@ def _bisect(run: _Run, method: str, lo: int, hi: int) -> None:
 def choose(finalists: Sequence[Candidate], timer: Callable[[list[Path]], list[float]] | None,
            by: str = "time") -> tuple[Candidate, str]:
     """The winner among the finalists and why. ``by="time"``: the fastest measured (ties within 3 %
-    go to fewer float MACs, then the lower drop); ``by="proxy"``: the fewest float MACs."""
+    go to fewer float MACs, then the higher agreement); ``by="proxy"``: the fewest float MACs."""
     if not finalists:
         raise ValueError("choose() needs at least one finalist")
     if timer is not None and len(finalists) > 1:
@@ -183,15 +183,20 @@ def choose(finalists: Sequence[Candidate], timer: Callable[[list[Path]], list[fl
     if by == "time" and all(c.timed_ms is not None for c in finalists) and len(finalists) > 1:
         fastest = min(c.timed_ms for c in finalists)
         tied = [c for c in finalists if c.timed_ms <= fastest * (1 + TIME_TIE)]
-        win = min(tied, key=lambda c: (c.float_macs, c.drop))
+        win = min(tied, key=_tie_key)
         why = (f"fastest measured on CPU ({win.timed_ms:.1f} ms/tile; finalists within {100 * TIME_TIE:.0f} % "
-               f"of the fastest count as a tie, broken by fewer float MACs, then lower drop)")
+               f"of the fastest count as a tie, broken by fewer float MACs, then higher pixel agreement: "
+               f"the finer measure, a drop can be negative by chance)")
         return win, why
-    win = min(finalists, key=lambda c: (c.float_macs, c.drop))
+    win = min(finalists, key=_tie_key)
     reason = ("the only finalist (the smallest passing float set of its method; no other method produced a "
               "passing candidate that could be cheaper)") if len(finalists) == 1 else \
         "fewest multiply-accumulates left in float"
     return win, reason + (" (cost proxy)" if by == "proxy" else "")
+
+
+def _tie_key(c: Candidate) -> tuple[float, float, float]:
+    return (c.float_macs, -(c.agreement if c.agreement is not None else -1.0), c.drop if c.drop is not None else 0.0)
 
 
 def explain(result: SearchResult, win: Candidate) -> str:

@@ -136,6 +136,9 @@ def test_choose_fastest_then_fewer_float_macs_on_a_tie():
     assert win is c and "fastest measured" in why
     win, _ = choose([a, b, c], lambda paths: [10.0, 10.2, 12.0])       # a and b tie within 3 %: fewer MACs
     assert win is b
+    d, e = (Candidate("d", (), 0.0, Path("d"), drop=-0.5, agreement=0.90),
+            Candidate("e", (), 0.0, Path("e"), drop=0.1, agreement=0.95))
+    assert choose([d, e], lambda paths: [10.0, 10.1])[0] is e      # same cost: the more faithful one, not luck
     win, why = choose([a, c], None, by="proxy")
     assert win is a and "proxy" in why
 
