@@ -93,7 +93,7 @@ class _Run:
         cand = Candidate(method, keep, macs)
         bound = self.result.best_passing()
         if bound is not None and macs >= bound.float_macs and k > 0:
-            cand.note = f"skipped: keeps at least as much float as the passing {bound.label}"
+            cand.note = f"keeps at least as much float as the passing {bound.label}"
         else:
             cand.path = self.space.build(method, keep)
             row = self.score(cand.path)

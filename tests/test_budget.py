@@ -100,7 +100,7 @@ def test_search_finds_the_smallest_passing_float_set_per_method():
     # max: k = 1, 2, 4 could still be cheaper than entropy's 5 units; k = 8 cannot and is skipped unbuilt
     assert [k for m, k in space.built if m == "max"] == [0, 1, 2, 4] and len(space.built) == 11   # not 20
     skipped = [c for c in result.candidates if c.passed is None]
-    assert [(c.method, c.k) for c in skipped] == [("max", 8)] and "skipped" in skipped[0].note
+    assert [(c.method, c.k) for c in skipped] == [("max", 8)] and "keeps at least" in skipped[0].note
     assert "closest: entropy, 4 float, drop +1.500 > 0.5" in explain(result, result.finalists[0])
     tighter = search(FakeSpace({"entropy": 5.5}), FakeSpace({"entropy": 5.5}).score, 0.1, False, print)
     assert tighter.finalists[0].k == 6 > 5                    # a tighter budget keeps more units in float
