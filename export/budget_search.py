@@ -145,6 +145,9 @@ def _drop_key(c: Candidate) -> float:
 
 def _gallop(run: _Run, method: str) -> tuple[int, int] | None:
     """(last failing k, first passing k) on k = 1, 2, 4, ..., max_keep; None when none passes."""
+    bound = run.result.best_passing()
+    if bound is not None and bound.float_macs <= 0:      # nothing in float already passes: no ranking needed
+        return None
     run.result.rankings[method] = list(run.space.ranking(method))
     kmax = min(run.space.max_keep(method), len(run.result.rankings[method]))
     lo, k = 0, 1
