@@ -292,11 +292,11 @@ def _place(fp32: Artifact, src: Path, precision: str, layout: str, tag: str, ext
     """Copy a candidate file to its final name with its metadata (atomic)."""
     import onnx
 
-    from export.pipeline import _base_extra
     from export.to_onnx import write_meta
 
     path = fp32.path.with_name(artifact_name(fp32.meta, tag))
-    meta = fp32.meta.replace(precision=precision, layout=layout, extra={**_base_extra(fp32.meta), **extra})
+    base = {k: v for k, v in fp32.meta.extra.items() if k in ("versions", "opset", "exporter")}
+    meta = fp32.meta.replace(precision=precision, layout=layout, extra={**base, **extra})
     with atomic_path(path) as tmp:
         shutil.copyfile(src, tmp)
         proto = onnx.load(str(tmp))
