@@ -11,6 +11,9 @@ layout; ONNX-Runtime-CPU layout; TensorRT layout with the other layers FP16 and 
 (TensorRT 11, 10), from ``_int8_trt`` on 8.x; --fp16 --int8 ("best", as trtexec --best) builds from
 ``_int8_fp16`` everywhere. No flag: FP32. Every artifact is verified with ONNX Runtime.
 
+--max-drop X (with --int8 or --fp16, --calib-data, optional --eval-data): search the fastest
+artifact whose mIoU drop against PyTorch on held-out frames stays within X points (export/budget.py).
+
 --backend auto (default): engines where TensorRT and a CUDA GPU exist, otherwise the ONNX
 artifacts plus the exact command to run on the target; onnxruntime: the ONNX artifacts only
 (CPU deployment); tensorrt: a missing TensorRT/GPU is an error. --onnx builds engines from
@@ -49,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="TensorRT <= 10 only: implicit INT8 (entropy calibrator + cache) instead of Q/DQ")
     ap.add_argument("--keep-fp32", help="FP16: nodes kept FP32: 'attention' (default), op types, names, 'none'")
     ap.add_argument("--keep-int8", help="INT8: nodes kept float (default 'attention,head'; 'none')")
+    ap.add_argument("--max-drop", type=float, metavar="POINTS",
+                    help="with --int8 or --fp16: search the fastest artifact whose mIoU drop vs PyTorch on "
+                         "held-out frames stays within POINTS (see export/budget.py)")
+    ap.add_argument("--eval-data", help="--max-drop: labelled held-out frames (default: the val split of --calib-data)")
+    ap.add_argument("--max-float-layers", type=int, metavar="N",
+                    help="--max-drop: at most N layer units kept in float per candidate (default: half)")
     ap.add_argument("--workspace", type=float, help="TensorRT workspace in GiB (default 4)")
     ap.add_argument("--timing-cache", help="TensorRT timing cache file (read if present, updated)")
     ap.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
@@ -64,7 +73,8 @@ def check_flags(args: argparse.Namespace) -> None:
 
     calib_flags = [f for f, v in (("--calib-data", args.calib_data), ("--calib-method", args.calib_method),
                                   ("--calib-images", args.calib_images)) if v is not None]
-    needs_calib = args.int8 and (args.model or args.int8_implicit)
+    check_budget_flags(args, need)
+    needs_calib = (args.int8 and (args.model or args.int8_implicit)) or (args.fp16 and args.max_drop is not None)
     need(not calib_flags or needs_calib, f"{calib_flags[0] if calib_flags else ''} only applies when calibrating",
          "add --int8 (with --model), or --int8 --int8-implicit (with --onnx), or drop it")
     need(not needs_calib or args.calib_data, "--int8 needs calibration images",
@@ -87,6 +97,28 @@ def check_flags(args: argparse.Namespace) -> None:
              "the precision of an artifact is in its file: pass the *_int8_fp16.onnx artifact instead")
 
 
+def check_budget_flags(args: argparse.Namespace, need: Any) -> None:
+    """--max-drop: one precision, trained weights, held-out frames; its sub-flags need it."""
+    budget = args.max_drop is not None
+    sub = [f for f, v in (("--eval-data", args.eval_data), ("--max-float-layers", args.max_float_layers)) if v is not None]
+    need(budget or not sub, f"{', '.join(sub)} only apply to --max-drop", "add --max-drop POINTS or drop them")
+    if not budget:
+        return
+    need(args.max_drop >= 0, "--max-drop must be >= 0 mIoU points", "e.g. --max-drop 0.5")
+    need(bool(args.model), "--max-drop searches from a --model checkpoint", "use --model (not --onnx)")
+    need(args.int8 != args.fp16, "--max-drop needs exactly one of --int8 or --fp16",
+         "search INT8 (--int8 --max-drop X) or FP16 (--fp16 --max-drop X)")
+    need(not args.int8_implicit, "--max-drop searches Q/DQ artifacts, not implicit INT8", "drop --int8-implicit")
+    need(not args.random_init, "--max-drop needs trained weights (a random model's drop means nothing)",
+         "pass --checkpoint PATH")
+    need(args.max_float_layers is None or args.max_float_layers >= 0, "--max-float-layers must be >= 0",
+         "e.g. --max-float-layers 4")
+    need(bool(args.calib_data), "--max-drop needs --calib-data",
+         "pass --calib-data DIR (INT8: calibration; FP16: the activation ranges)")
+    need(not (args.fp16 and (args.calib_method or args.keep_int8)), "--calib-method/--keep-int8 do not apply "
+         "to --fp16 --max-drop", "drop them")
+
+
 def engine_mode(backend: str, log: Any) -> tuple[bool, str]:
     """(build engines here?, reason). --backend tensorrt without TensorRT/GPU is an error."""
     from export.trt_builder import INSTALL_HINT, tensorrt_status
@@ -101,6 +133,7 @@ def engine_mode(backend: str, log: Any) -> tuple[bool, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)        # recorded in --max-drop reports
     check_flags(args)
     log = print
     can_build, reason = engine_mode(args.backend, log)
@@ -109,7 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in engines_from_files(args, log):
             log(line)
         return 0
-    artifacts, sources, calib = make_artifacts(args, log)
+    if args.max_drop is not None:
+        from export.budget import budget_artifacts
+        artifacts, sources = budget_artifacts(args, log)
+        calib = None
+    else:
+        artifacts, sources, calib = make_artifacts(args, log)
     from export.engines import build_engines, target_command
 
     lines = [f"weights: {sources}"] + [_row(a) for a in artifacts]

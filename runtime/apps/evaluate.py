@@ -114,6 +114,13 @@ def _run_backend(backend: Any, dataset: Any, tiler: Any, refs: list | None, opts
     return run.result(dataset.class_names)
 
 
+def run_backend(backend: Any, dataset: Any, tiler: Any, refs: list | None = None,
+                cache_refs: list | None = None) -> dict:
+    """One open backend over ``dataset`` (the gate's own scoring; used by the precision search):
+    ``refs`` are the reference label maps to agree with, ``cache_refs`` collects this run's maps."""
+    return _run_backend(backend, dataset, tiler, refs, {"cache_refs": cache_refs})
+
+
 def _check_artifact(meta: Any, ref_meta: Any, label: str) -> list[str]:
     """Hard errors for an artifact that cannot be compared; warnings for suspicious ones."""
     if meta.num_classes != ref_meta.num_classes:

@@ -1,0 +1,333 @@
+"""``export/to_trt.py --max-drop X``: the fastest artifact that stays within X mIoU points of PyTorch.
+
+INT8 (``--int8 --max-drop X``): candidates are (calibration method) x (the k most sensitive layer
+units kept in float); each is built in the ONNX-Runtime-CPU layout, scored on held-out frames through
+the runtime tiler against the PyTorch reference, and the cheapest passing one (measured CPU time per
+tile) wins. Its TensorRT-layout twin is then built with the same decision and must pass on the same
+frames. FP16 (``--fp16 --max-drop X``): tensors that come near FP16's range on the calibration tiles
+force their nodes to FP32; then units are added to FP32 by peak magnitude until the drop fits
+(cost: float32 MACs, the artifact is for TensorRT; the CPU time is reported).
+
+Everything the search tries lives in a temporary folder; the chosen artifacts and the report
+(``budget_<precision>_maxdrop<X>.json`` / ``.md``) are written only when the budget is met.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from calibration.budget import Unit
+from export.pipeline import INT8_RECIPE, Artifact, CalibRequest
+from export.to_onnx import artifact_name, digest
+from runtime.errors import ToolkitError
+from runtime.fileio import atomic_path, sha256_file
+
+DEFAULT_METHODS = ("percentile", "entropy", "max")
+SENSITIVITY_TILES = 8
+TIMING_TILES = 8
+
+
+def budget_tag(precision: str, layout: str | None, budget: float) -> str:
+    """``int8_ort_maxdrop0.1`` / ``fp16_maxdrop0.5``: the name tag of a budgeted artifact."""
+    return "_".join([precision] + ([layout] if layout else []) + [f"maxdrop{budget:g}"])
+
+
+class Int8Space:
+    """INT8 candidates of one FP32 ONNX: ranges per method (cached), units ranked per method."""
+
+    def __init__(self, fp32: Artifact, calib: Any, methods: Sequence[str], forced: Sequence[str],
+                 work: Path, max_float: int | None, progress: bool, log: Callable[[str], None]) -> None:
+        import onnx
+
+        from calibration.budget import layer_units
+        from calibration.qdq import excluded_nodes, preprocess
+
+        self.fp32, self.calib, self.methods, self.work, self.log = fp32, calib, list(methods), work, log
+        self.progress, self.sha = progress, sha256_file(fp32.path)
+        self.cdir = fp32.path.parent / "calibration"
+        self.pre = self.cdir / f"pre{INT8_RECIPE}_{self.sha[:12]}.onnx"   # shared with export.pipeline
+        if not self.pre.is_file():
+            with atomic_path(self.pre) as tmp:
+                preprocess(fp32.path, tmp)
+        self.pre_model = onnx.load(str(self.pre))
+        for method in self.methods:        # a typo fails before any work
+            self.parse(method)
+        self.forced = list(forced)
+        self.units = layer_units(self.pre_model, excluded_nodes(self.pre, self.forced))
+        self.cap = len(self.units) // 2 if max_float is None else min(max_float, len(self.units))
+        self.total_macs = sum(u.macs for u in self.units)
+
+    @staticmethod
+    def parse(method: str) -> tuple[str, float | None]:
+        from calibration.qdq import parse_method
+
+        return parse_method(method)
+
+    def ranges(self, method: str) -> Path:
+        """The activation ranges of ``method`` (file shared with export.pipeline's cache)."""
+        from calibration.qdq import compute_ranges
+
+        name, pct = self.parse(method)
+        tag = name + (f"-{pct}" if pct else "")
+        path = self.cdir / f"ranges{INT8_RECIPE}_{self.sha[:12]}_{self.calib.key[:12]}_{tag}.json"
+        compute_ranges(self.pre, self.calib, name, pct, path, self.fp32.meta.batch, self.progress)
+        return path
+
+    def max_keep(self, method: str) -> int:
+        return self.cap
+
+    def quantize(self, method: str, keep: Sequence[str], layout: str, path: Path) -> list[str]:
+        from calibration.qdq import quantize
+
+        return quantize(self.pre, self.ranges(method), path, layout, self.parse(method)[0],
+                        self.forced + list(keep), self.calib)
+
+    def build(self, method: str, keep: Sequence[str]) -> Path:
+        path = self.work / f"int8_ort_{digest([method, list(keep)])[:16]}.onnx"
+        if not path.is_file():
+            self.quantize(method, keep, "ort", path)
+        return path
+
+    def ranking(self, method: str) -> list[Unit]:
+        import onnx
+
+        from calibration.budget import SENSITIVITY_RECIPE, int8_sensitivity
+
+        def full_qdq() -> Any:
+            path = self.work / f"int8_trt_all_{method}.onnx"
+            self.quantize(method, (), "trt", path)
+            return onnx.load(str(path))
+
+        tiles = sensitivity_tiles(self.calib)
+        key = {"recipe": SENSITIVITY_RECIPE, "int8": INT8_RECIPE, "fp32": self.sha, "calib": self.calib.key,
+               "method": method, "forced": self.forced, "tiles": len(tiles)}
+        cache = self.cdir / f"sensitivity{SENSITIVITY_RECIPE}_{digest(key)[:16]}.json"
+        ranked, reused = int8_sensitivity(full_qdq, self.pre_model, self.units, tiles, self.fp32.meta.batch,
+                                          cache, key, progress=self.progress)
+        self.log(f"{method}: per-layer sensitivity of {len(ranked)} units on {len(tiles)} calibration tiles "
+                 f"({'reused ' + cache.name if reused else 'measured, cached in ' + cache.name})")
+        return ranked
+
+
+class Fp16Space:
+    """FP16 candidates: nodes forced FP32 by range, then units kept FP32 by peak magnitude."""
+
+    methods = ("fp16",)
+
+    def __init__(self, fp32: Artifact, calib: Any, forced: Sequence[str], work: Path,
+                 max_float: int | None, log: Callable[[str], None]) -> None:
+        import onnx
+
+        from calibration.budget import activation_peaks, fp16_ranking, layer_units
+        from calibration.graph import name_nodes, select_nodes
+
+        self.fp32, self.work = fp32, work
+        self.model = onnx.load(str(fp32.path))
+        name_nodes(self.model.graph, "fp16")            # the names convert_fp16 gives (same rule)
+        peaks = activation_peaks(self.model, sensitivity_tiles(calib, 16), fp32.meta.batch)
+        user = select_nodes(self.model.graph, list(forced)) if forced else []
+        by_range, _ = fp16_ranking(self.model, [], peaks)
+        self.forced = list(dict.fromkeys(user + by_range))
+        self.by_range = by_range
+        units = layer_units(self.model, self.forced)
+        _, self.ranked = fp16_ranking(self.model, units, peaks)
+        self.units = units
+        self.cap = len(units) // 2 if max_float is None else min(max_float, len(units))
+        self.total_macs = sum(u.macs for u in units)
+        log(f"FP16: {len(by_range)} nodes must stay FP32 (peak |value| within 4x of 65504 on "
+            f"{min(16, len(calib))} calibration tiles){': ' + ', '.join(by_range[:6]) if by_range else ''}")
+
+    def ranking(self, method: str) -> list[Unit]:
+        return self.ranked
+
+    def max_keep(self, method: str) -> int:
+        return self.cap
+
+    def build(self, method: str, keep: Sequence[str]) -> Path:
+        import onnx
+
+        from export.precision import convert_fp16
+
+        path = self.work / f"fp16_{digest(list(keep))[:16]}.onnx"
+        if not path.is_file():
+            model, _kept = convert_fp16(self.model, self.forced + list(keep))
+            onnx.save(model, str(path))
+        return path
+
+
+def sensitivity_tiles(calib: Any, count: int = SENSITIVITY_TILES) -> np.ndarray:
+    """A seeded, evenly spread subset of the calibration tiles (labels are not needed)."""
+    idx = np.linspace(0, len(calib) - 1, num=min(count, len(calib))).round().astype(int)
+    return np.stack([calib.tile(int(i)) for i in sorted(set(idx.tolist()))])
+
+
+def budget_artifacts(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Artifact], str]:
+    """FP32 ONNX (exported or reused), then the budgeted artifacts; returns (artifacts, weights label)."""
+    from calibration.calibset import list_source_images
+    from export.to_onnx import export_fp32, resolve_source
+    from runtime.apps.cli import parse_hw
+    from runtime.fileio import ensure_writable_dir
+
+    ensure_writable_dir(args.out)
+    list_source_images(args.calib_data)          # bad calibration data fails before any file is written
+    source = resolve_source(args.model, args.checkpoint, args.random_init)
+    if source.random_init:
+        raise ToolkitError("--max-drop needs trained weights: an mIoU drop of a random model means nothing",
+                           fix="pass --checkpoint PATH (or the variant's released weights)")
+    crop = parse_hw(args.crop) if args.crop else None
+    path, meta, reused = export_fp32(source, Path(args.out), crop, args.batch, args.output, args.data or
+                                     args.calib_data, log=log)
+    fp32 = Artifact("fp32", path, meta, reused)
+    return [fp32] + run_budget(args, fp32, source, log), source.label
+
+
+def run_budget(args: argparse.Namespace, fp32: Artifact, source: Any, log: Callable[[str], None]) -> list[Artifact]:
+    """The whole ``--max-drop`` run: search, confirm, write the artifacts and the report."""
+    from export.budget_eval import HeldOut, check_disjoint, open_held_out
+    from export.budget_report import write_report
+    from export.pipeline import calibration_set
+
+    progress = not args.quiet
+    calib = calibration_set(fp32, CalibRequest(args.calib_data, max_images=args.calib_images or 500), progress)
+    dataset, eval_desc = open_held_out(args.eval_data, args.calib_data)
+    frames = check_disjoint(dataset, calib, args.calib_data)
+    log(f"{frames}; evaluation frames: {eval_desc}")
+    held = HeldOut(dataset, fp32.meta.variant, str(source.checkpoint) if source.checkpoint else None,
+                   fp32.meta.crop, fp32.path.parent / "calibration", log=log)
+    log(f"PyTorch reference mIoU {100 * held.reference['miou']:.2f} % on {len(dataset)} held-out frames")
+    with tempfile.TemporaryDirectory(prefix=".budget.", dir=fp32.path.parent) as tmp:
+        work = Path(tmp)
+        if args.int8:
+            written, facts = _int8(args, fp32, calib, held, work, progress, log)
+        else:
+            written, facts = _fp16(args, fp32, calib, held, work, progress, log)
+        if held.reused:
+            log(f"{held.reused} candidate scores reused from {held.scores_path.name} (same artifact bytes, same frames)")
+        facts.update(frames=frames, eval_data=eval_desc, reference=held.reference)
+        report = write_report(fp32, facts, args, written)
+    log(f"report: {report[0]} and {report[1].name}")
+    return written
+
+
+def _int8(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work: Path, progress: bool,
+          log: Callable[[str], None]) -> tuple[list[Artifact], dict]:
+    from calibration.graph import parse_keep
+    from export.budget_eval import time_per_tile
+    from export.budget_report import print_table
+    from export.budget_search import choose, explain, search, unmet_budget
+
+    methods = [m.strip() for m in (args.calib_method or ",".join(DEFAULT_METHODS)).split(",") if m.strip()]
+    space = Int8Space(fp32, calib, methods, parse_keep(args.keep_int8, ()), work, args.max_float_layers,
+                      progress, log)
+    result = search(space, held.score, args.max_drop, progress, log)
+    print_table(result, space.total_macs)
+    tiles = sensitivity_tiles(calib, TIMING_TILES)
+    finalists = list(result.finalists)
+    rejected: list[str] = []
+    if finalists:
+        choose(finalists, lambda paths: time_per_tile(paths, tiles), by="time")   # times every finalist once
+    while finalists:
+        win, why = choose(finalists, None, by="time")
+        trt_path = work / "winner_trt.onnx"
+        space.quantize(win.method, win.keep, "trt", trt_path)
+        trt = held.score(trt_path)
+        if trt["drop"] is not None and not trt["error"] and trt["drop"] <= args.max_drop + 1e-9:
+            break
+        rejected.append(f"{win.label}: ORT layout passed but the TensorRT layout drops {trt['drop']}")
+        finalists.remove(win)
+    else:
+        note = f" (TensorRT layout over budget: {'; '.join(rejected)})" if rejected else ""
+        raise unmet_budget(result, "INT8", "raise --max-drop, allow more float layers (--max-float-layers N, "
+                           f"now {space.cap} of {len(space.units)}), or use --fp16" + note)
+    written = _write_int8(args, fp32, space, win, work, trt_path, {"ort": _figures(win), "trt": trt})
+    facts = {"precision": "int8", "result": result, "winner": win, "why": f"{why}; {explain(result, win)}",
+             "rejected": rejected,
+             "units": space.units, "total_macs": space.total_macs, "forced": space.forced, "cap": space.cap,
+             "trt": trt, "calibration": calib.describe()}
+    return written, facts
+
+
+def _figures(c: Any) -> dict:
+    return {"miou": c.miou, "drop": c.drop, "agreement": c.agreement, "ms_per_tile": c.timed_ms or c.ms_per_tile}
+
+
+def _write_int8(args: argparse.Namespace, fp32: Artifact, space: Int8Space, win: Any, work: Path, trt_path: Path,
+                figures: dict) -> list[Artifact]:
+    from calibration.qdq import excluded_nodes, trt_layout_problems
+    import onnx
+
+    problems = trt_layout_problems(onnx.load(str(trt_path)))
+    if problems:
+        raise ToolkitError("the TensorRT Q/DQ layout check failed: " + "; ".join(problems[:5]))
+    name, pct = space.parse(win.method)
+    kept = excluded_nodes(space.pre, space.forced + list(win.keep))
+    out = []
+    for layout, src in (("ort", win.path), ("trt", trt_path)):
+        extra = {"calibration": {"method": name, "percentile": pct, "tiles": len(space.calib),
+                                 "images": space.calib.n_images, "set_key": space.calib.key},
+                 "keep_float": space.forced + list(win.keep), "kept_float_nodes": kept,
+                 "source_onnx_sha256": space.sha, **_decision(args, win, figures[layout], layout)}
+        out.append(_place(fp32, src, "int8", layout, budget_tag("int8", layout, args.max_drop), extra))
+    return out
+
+
+def _decision(args: argparse.Namespace, win: Any, fig: dict, layout: str) -> dict:
+    """The ``budget`` and ``verify`` metadata entries of a chosen artifact."""
+    return {"verify": {"against": "pytorch (held-out frames, tiled)", "agreement": fig["agreement"],
+                       "drop": fig["drop"]}, "budget": _budget_entry(args, win, fig, layout)}
+
+
+def _budget_entry(args: argparse.Namespace, win: Any, fig: dict, layout: str) -> dict:
+    return {"max_drop": args.max_drop, "method": win.method, "float_units": list(win.keep), "layout": layout,
+            "measured": fig, "eval_data": args.eval_data or f"{args.calib_data} (val split)",
+            "calib_data": args.calib_data}
+
+
+def _place(fp32: Artifact, src: Path, precision: str, layout: str, tag: str, extra: dict) -> Artifact:
+    """Copy a candidate file to its final name with its metadata (atomic)."""
+    import onnx
+
+    from export.to_onnx import write_meta
+
+    path = fp32.path.with_name(artifact_name(fp32.meta, tag))
+    base = {k: v for k, v in fp32.meta.extra.items() if k in ("versions", "opset", "exporter")}
+    meta = fp32.meta.replace(precision=precision, layout=layout, extra={**base, **extra})
+    with atomic_path(path) as tmp:
+        shutil.copyfile(src, tmp)
+        proto = onnx.load(str(tmp))
+        write_meta(proto, meta)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    return Artifact("fp16" if precision == "fp16" else f"int8-{layout}", path, meta, False)
+
+
+def _fp16(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work: Path, progress: bool,
+          log: Callable[[str], None]) -> tuple[list[Artifact], dict]:
+    from calibration.graph import parse_keep
+    from export.budget_report import print_table
+    from export.budget_search import choose, explain, search, unmet_budget
+
+    space = Fp16Space(fp32, calib, parse_keep(args.keep_fp32, ()), work, args.max_float_layers, log)
+    result = search(space, held.score, args.max_drop, progress, log)
+    print_table(result, space.total_macs)
+    if not result.finalists:
+        raise unmet_budget(result, "FP16", "raise --max-drop, allow more FP32 layers (--max-float-layers N, "
+                           f"now {space.cap} of {len(space.units)}), or deploy the FP32 artifact")
+    win, why = choose(result.finalists, None, by="proxy")
+    from export.precision import layout_name
+
+    kept = space.forced + list(win.keep)
+    extra = {"keep_fp32": kept, "kept_fp32_nodes": kept, "forced_fp32_by_range": space.by_range,
+             "source_onnx_sha256": sha256_file(fp32.path),
+             **_decision(args, win, _figures(win), layout_name(kept))}
+    art = _place(fp32, win.path, "fp16", layout_name(kept), budget_tag("fp16", None, args.max_drop), extra)
+    facts = {"precision": "fp16", "result": result, "winner": win, "why": f"{why}; {explain(result, win)}",
+             "rejected": [],
+             "units": space.units, "total_macs": space.total_macs, "forced": space.forced, "cap": space.cap,
+             "calibration": calib.describe()}
+    return [art], facts

@@ -1,0 +1,157 @@
+"""Held-out scoring for ``--max-drop``: frames disjoint from the calibration images, the PyTorch
+reference on them (cached), and each candidate's mIoU drop, agreement and CPU time per tile.
+
+Scoring is the accuracy gate's own (``runtime.apps.evaluate.run_backend``: the runtime tiler, one
+confusion matrix over the split); the reference label maps are cached as ``.npz`` keyed by the
+weights, crop and frame list, so a rerun does not run PyTorch again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from runtime.errors import ToolkitError
+from runtime.fileio import atomic_open
+
+REFERENCE_RECIPE = 1
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def open_held_out(eval_data: str | None, calib_data: str, limit: int | None = None) -> tuple[Any, str]:
+    """The labelled evaluation split: ``--eval-data`` (its val split), else the val split of
+    ``--calib-data``. Returns ``(dataset, description)``."""
+    from runtime.data import open_dataset
+
+    root = eval_data or calib_data
+    if not os.path.isdir(root):
+        raise ToolkitError(f"--eval-data directory not found: {root}", fix="pass a dataset root with a val split")
+    try:
+        dataset = open_dataset(root, split="val", limit=limit)
+    except ToolkitError as exc:
+        raise ToolkitError(f"no labelled val split in {root} to measure the mIoU drop on", found=exc.message,
+                           fix="pass --eval-data DIR: a Cityscapes/ADE20k/VOC root whose val split has labels "
+                               "and no calibration image") from None
+    if len(dataset) == 0 or dataset[0].label is None:
+        raise ToolkitError(f"the val split of {root} has no labelled images",
+                           fix="pass --eval-data DIR with ground-truth labels (the budget is an mIoU drop)")
+    return dataset, f"{len(dataset)} labelled frames of the val split of {root}"
+
+
+def check_disjoint(dataset: Any, calib: Any, calib_root: str) -> str:
+    """Refuse a held-out split that shares an image (by path or by content) with the calibration set."""
+    calib_files = sorted({Path(calib_root, s).resolve() for s in set(calib.sources)})
+    eval_files = [Path(p).resolve() for p in dataset.image_paths]
+    same_path = sorted(set(calib_files) & set(eval_files))
+    calib_hashes = {_file_hash(p): p for p in calib_files if p.is_file()}
+    same_content = [p for p in eval_files if p not in same_path and _file_hash(p) in calib_hashes]
+    shared = same_path + same_content
+    if shared:
+        raise ToolkitError("the budget would be measured on calibration images",
+                           found=f"{len(shared)} of the {len(eval_files)} evaluation frames are calibration "
+                                 f"images (e.g. {shared[0]})",
+                           fix="pass --eval-data DIR with held-out frames (e.g. the val split), or calibrate on "
+                               "other images (--calib-data)")
+    return (f"calibration: {len(calib)} tiles from {calib.n_images} images under {calib_root}; evaluation: "
+            f"{len(eval_files)} other frames (no shared file, no shared content)")
+
+
+class HeldOut:
+    """Scores candidate artifacts against the PyTorch reference on the held-out frames."""
+
+    def __init__(self, dataset: Any, variant: str, checkpoint: str | None, crop: Sequence[int],
+                 cache_dir: Path, threads: int | None = None, log: Callable[[str], None] = print) -> None:
+        from runtime.tiling import Tiler
+
+        self.dataset, self.variant, self.checkpoint = dataset, variant, checkpoint
+        self.crop, self.threads, self.log = tuple(int(c) for c in crop), threads, log
+        self.tiler = Tiler(crop=None, stride=None, mode="tiled")
+        self.refs, self.reference = self._reference(Path(cache_dir))
+        self.scores_path = Path(cache_dir) / f"budget_scores_{self._key()[:16]}.json"
+        self.reused = 0
+
+    def _key(self) -> str:
+        files = [[str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in self.dataset.image_paths]
+        ckpt = _file_hash(Path(self.checkpoint)) if self.checkpoint else "random-init"
+        blob = json.dumps({"recipe": REFERENCE_RECIPE, "variant": self.variant, "weights": ckpt,
+                           "crop": list(self.crop), "files": files}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _reference(self, cache_dir: Path) -> tuple[list[np.ndarray], dict]:
+        path = cache_dir / f"reference_{self._key()[:16]}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                n = int(data["count"])
+                self.log(f"reusing the PyTorch reference predictions ({path.name})")
+                return [data[f"p{i}"] for i in range(n)], json.loads(str(data["row"]))
+        from runtime.apps.evaluate import run_backend
+        from runtime.backends import open_backend
+
+        refs: list[np.ndarray] = []
+        with open_backend(self.variant, backend="torch", checkpoint=self.checkpoint, crop=self.crop) as ref:
+            row = run_backend(ref, self.dataset, self.tiler, None, cache_refs=refs)
+        row = {k: row[k] for k in ("miou", "pixel_accuracy", "ms_per_tile", "per_class_iou")}
+        with atomic_open(path, "wb") as f:
+            np.savez(f, count=np.asarray(len(refs)), row=np.asarray(json.dumps(row)),
+                     **{f"p{i}": r for i, r in enumerate(refs)})
+        return refs, row
+
+    def score(self, artifact: Path) -> dict[str, Any]:
+        """mIoU, drop (points), agreement with the reference and ms per tile of one ONNX artifact.
+
+        Scores are cached by the artifact's sha256 (same bytes, same frames: same figures), so a
+        rerun of a search re-measures nothing but the finalists' speed."""
+        from runtime.apps.evaluate import run_backend
+        from runtime.backends import open_backend
+
+        sha = _file_hash(Path(artifact))
+        cache = self._scores()
+        if sha in cache:
+            self.reused += 1
+            return dict(cache[sha], reused=True)
+        with open_backend(str(artifact), backend="onnxruntime", threads=self.threads) as backend:
+            row = run_backend(backend, self.dataset, self.tiler, self.refs)
+        drop = None if row["miou"] is None or row["error"] else (self.reference["miou"] - row["miou"]) * 100.0
+        out = {"miou": row["miou"], "drop": drop, "agreement": row["agreement"],
+               "ms_per_tile": row["ms_per_tile"], "error": row["error"]}
+        cache[sha] = out
+        with atomic_open(self.scores_path, "w") as f:
+            json.dump(cache, f, indent=1)
+        return out
+
+    def _scores(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.scores_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def time_per_tile(paths: Sequence[Path], tiles: np.ndarray, rounds: int = 3,
+                  threads: int | None = None) -> list[float]:
+    """Median ms per tile of each artifact in ONNX Runtime, rounds interleaved (fair on a busy CPU)."""
+    from contextlib import ExitStack
+
+    from runtime.backends import open_backend
+
+    with ExitStack() as stack:
+        backends = [stack.enter_context(open_backend(str(p), backend="onnxruntime", threads=threads)) for p in paths]
+        batch = backends[0].input_shape[0]
+        chunks = [np.ascontiguousarray(tiles[i:i + batch]) for i in range(0, len(tiles) - batch + 1, batch)]
+        for b in backends:
+            b(chunks[0])                                   # warm-up
+        samples: list[list[float]] = [[] for _ in backends]
+        for _ in range(rounds):
+            for i, b in enumerate(backends):
+                t0 = time.perf_counter()
+                for chunk in chunks:
+                    b(chunk)
+                samples[i].append((time.perf_counter() - t0) * 1e3 / (len(chunks) * batch))
+    return [float(np.median(s)) for s in samples]

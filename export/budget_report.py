@@ -1,0 +1,124 @@
+"""The report of a ``--max-drop`` run: every candidate, its drop, agreement and CPU speed, the
+sensitivity ranking, which frames were used, and why the winner won (JSON + Markdown, atomic)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from runtime.fileio import atomic_open
+
+
+def _pct(value: float | None, total: float) -> str:
+    return "-" if value is None or not total else f"{100 * value / total:.1f}"
+
+
+def _num(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
+
+
+def candidate_rows(facts: dict) -> list[list[str]]:
+    """Header + one row per candidate, in the order tried."""
+    win = facts.get("winner")
+    rows = [["#", "method", "float units", "float MACs %", "drop (pts)", "agreement %", "ms/tile (eval)",
+             "ms/tile (timed)", "result"]]
+    for i, c in enumerate(facts["result"].candidates, 1):
+        status = "skipped" if c.passed is None else ("pass" if c.passed else "over budget")
+        if c is win:
+            status = "**chosen**"
+        rows.append([str(i), c.method, str(c.k), _pct(c.float_macs, facts["total_macs"]), _num(c.drop, "+.3f"),
+                     _num(c.agreement, ".3f", 100), _num(c.ms_per_tile, ".1f"), _num(c.timed_ms, ".1f"),
+                     status + (f" ({c.note})" if c.note and c.passed is None else "")])
+    return rows
+
+
+def markdown(facts: dict, args: argparse.Namespace, written: Sequence[Any], machine: str) -> str:
+    result, win = facts["result"], facts["winner"]
+    ref = facts["reference"]
+    lines = [f"# Precision search: {facts['precision'].upper()} within {args.max_drop:g} mIoU points",
+             "", f"- command: `{_command(args)}`", f"- machine: {machine}",
+             f"- frames: {facts['frames']}", f"- evaluation: {facts['eval_data']}; PyTorch reference mIoU "
+             f"{100 * ref['miou']:.2f} %", f"- {facts['calibration']}",
+             f"- units that may be kept in float: {len(facts['units'])} (at most {facts['cap']} per candidate); "
+             f"always float: {', '.join(facts['forced']) or 'nothing'}", "",
+             "## Candidates", "", *_table(candidate_rows(facts)), "",
+             "Drop = PyTorch mIoU - artifact mIoU on the evaluation frames (mIoU points); agreement = pixels "
+             "labelled as the reference. ms/tile (eval): measured during the evaluation run; (timed): the "
+             "finalists timed side by side, rounds interleaved. Float MACs %: share of the multiply-accumulates "
+             "of the rankable units left in float.", "",
+             "## Decision", "", f"Chosen: **{win.label}** (float: {_kept(win)}), drop {win.drop:+.3f}, "
+             f"agreement {100 * win.agreement:.3f} %. Why: {facts['why']}."]
+    lines += [f"- finalist {c.label}: drop {c.drop:+.3f}, {_num(c.timed_ms, '.1f')} ms/tile timed"
+              for c in result.finalists]
+    lines += [f"- rejected: {r}" for r in facts["rejected"]]
+    if facts.get("trt"):
+        t = facts["trt"]
+        lines.append(f"- TensorRT layout of the winner (run as fake-quantised FP32 by ONNX Runtime): drop "
+                     f"{t['drop']:+.3f}, agreement {100 * t['agreement']:.3f} %")
+    lines += ["", "## Written", ""] + [f"- `{a.path}` ({a.meta.precision}, {a.meta.layout})" for a in written]
+    lines += ["", "## Sensitivity ranking (most sensitive first)", ""]
+    if not any(result.rankings.values()):
+        lines.append("- not measured: a candidate with no unit kept in float met the budget")
+    for method, units in result.rankings.items():
+        if units:
+            lines.append(f"- {method}: " + "; ".join(f"{u.name} ({u.detail})" for u in units[:12])
+                         + (" ..." if len(units) > 12 else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _kept(cand: Any) -> str:
+    return ", ".join(cand.keep) or "nothing beyond the always-float set"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |"
+                                                                                for r in rows[1:]]
+
+
+def _command(args: argparse.Namespace) -> str:
+    import shlex
+
+    argv = getattr(args, "argv", None)
+    return "python export/to_trt.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+
+
+def to_json(facts: dict, args: argparse.Namespace, written: Sequence[Any], machine: dict) -> dict:
+    from calibration.budget import save_units
+
+    result = facts["result"]
+    return {"precision": facts["precision"], "max_drop": args.max_drop, "command": _command(args), "machine": machine,
+            "frames": facts["frames"], "eval_data": facts["eval_data"], "calibration": facts["calibration"],
+            "reference": {k: v for k, v in facts["reference"].items() if k != "per_class_iou"},
+            "always_float": facts["forced"], "max_float_units": facts["cap"], "total_macs": facts["total_macs"],
+            "candidates": [c.record() for c in result.candidates],
+            "finalists": [c.record() for c in result.finalists], "winner": facts["winner"].record(),
+            "why": facts["why"], "rejected": facts["rejected"], "trt_layout": facts.get("trt"),
+            "rankings": {m: save_units(u) for m, u in result.rankings.items()},
+            "written": [str(a.path) for a in written]}
+
+
+def write_report(fp32: Any, facts: dict, args: argparse.Namespace, written: Sequence[Any]) -> tuple[Path, Path]:
+    from runtime.sysinfo import describe, machine_info
+
+    from export.budget import budget_tag
+
+    info = machine_info()
+    stem = fp32.path.parent / f"budget_{budget_tag(facts['precision'], None, args.max_drop)}"
+    jpath, mpath = Path(f"{stem}.json"), Path(f"{stem}.md")
+    with atomic_open(jpath, "w") as f:
+        json.dump(to_json(facts, args, written, info), f, indent=1, default=str)
+    with atomic_open(mpath, "w") as f:
+        f.write(markdown(facts, args, written, describe(info)))
+    return jpath, mpath
+
+
+def print_table(result: Any, total_macs: float, winner: Any = None) -> None:
+    """The candidate table on the terminal (also when the budget is not met)."""
+    rows = candidate_rows({"result": result, "total_macs": total_macs, "winner": winner})
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for k, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))

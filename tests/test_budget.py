@@ -1,0 +1,295 @@
+"""``--max-drop``: accuracy-budgeted precision search (INT8 and FP16) on the tiny variant.
+
+The data set has disjoint train (calibration) and val (evaluation) frames; its val ground truth is
+the seeded tiny model's own tiled prediction, so the reference mIoU is 100 % and every drop is the
+artifact's own error."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.errors import ToolkitError
+
+VARIANT = "tiny_cityscapes"
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array[:, :, ::-1] if array.ndim == 3 else array)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import torch
+
+    from models import create_model
+    from models.checkpoints import save_checkpoint
+    from runtime.backends import open_backend
+    from runtime.data import train_to_label_ids
+    from runtime.tiling import Tiler
+    from samples.generate import render_scene
+
+    torch.manual_seed(3)
+    model = create_model(VARIANT)
+    d = tmp_path_factory.mktemp("budget")
+    ckpt = save_checkpoint(d / "tiny.pth", model)
+    with open_backend(VARIANT, model=model) as ref:
+        for split, n in (("train", 6), ("val", 3)):
+            for i in range(n):
+                img, _ = render_scene(np.random.default_rng([7, len(split), i]), 96, 200)
+                base = f"testcity_000000_{i:06d}"
+                write_png(d / f"data/leftImg8bit/{split}/testcity/{base}_leftImg8bit.png", img)
+                gt = train_to_label_ids(Tiler().labels(ref, img))
+                write_png(d / f"data/gtFine/{split}/testcity/{base}_gtFine_labelIds.png", gt)
+    return {"dir": d, "ckpt": str(ckpt), "data": str(d / "data")}
+
+
+def to_trt(setup, out: Path, *extra: str) -> int:
+    from export.to_trt import main
+
+    argv = ["--model", VARIANT, "--checkpoint", setup["ckpt"], "--calib-data", setup["data"],
+            "--calib-images", "6", "--out", str(out), "--backend", "onnxruntime", "--quiet", *extra]
+    return main(argv)
+
+
+
+# -- the search on a synthetic space (no ONNX: exact expectations) ------------------------------
+class FakeSpace:
+    """Units u0..u9 (10 MACs each); drop(method, k) = base[method] - step * k, timings from ``ms``."""
+
+    def __init__(self, base: dict, step: float = 1.0, cap: int = 10) -> None:
+        from calibration.budget import Unit
+
+        self.methods = list(base)
+        self.base, self.step, self.cap = base, step, cap
+        self.units = [Unit(f"u{i}", (f"n{i}",), 10.0) for i in range(10)]
+        self.built: list[tuple[str, int]] = []
+        self.ranked: list[str] = []
+
+    def ranking(self, method):
+        self.ranked.append(method)
+        return self.units
+
+    def max_keep(self, method):
+        return self.cap
+
+    def build(self, method, keep):
+        self.built.append((method, len(keep)))
+        return Path(f"{method}-{len(keep)}")
+
+    def score(self, path):
+        method, k = str(path).rsplit("-", 1)
+        drop = self.base[method] - self.step * int(k)
+        return {"miou": 0.8 - drop / 100, "drop": drop, "agreement": 0.99, "ms_per_tile": 10.0 + int(k)}
+
+
+def test_search_finds_the_smallest_passing_float_set_per_method():
+    from export.budget_search import explain, search
+
+    space = FakeSpace({"entropy": 5.5, "max": 9.5})      # entropy passes (<= 0.5) at k=5, max at k=9
+    result = search(space, space.score, 0.5, progress=False, log=lambda *a: None)
+    finals = {c.method: c.k for c in result.finalists}
+    assert finals == {"entropy": 5}                          # max k=9 would keep more float: skipped
+    assert ("entropy", 6) in space.built and ("entropy", 3) not in space.built   # gallop 1,2,4,8, bisect 6,5
+    # max: k = 1, 2, 4 could still be cheaper than entropy's 5 units; k = 8 cannot and is skipped unbuilt
+    assert [k for m, k in space.built if m == "max"] == [0, 1, 2, 4] and len(space.built) == 11   # not 20
+    skipped = [c for c in result.candidates if c.passed is None]
+    assert [(c.method, c.k) for c in skipped] == [("max", 8)] and "keeps at least" in skipped[0].note
+    assert "closest: entropy, 4 float, drop +1.500 > 0.5" in explain(result, result.finalists[0])
+    tighter = search(FakeSpace({"entropy": 5.5}), FakeSpace({"entropy": 5.5}).score, 0.1, False, print)
+    assert tighter.finalists[0].k == 6 > 5                    # a tighter budget keeps more units in float
+
+
+def test_no_sensitivity_needed_when_nothing_kept_float_passes():
+    from export.budget_search import search
+
+    space = FakeSpace({"percentile": 0.2, "entropy": 0.7})
+    result = search(space, space.score, 0.5, progress=False, log=lambda *a: None)
+    assert [(c.method, c.k) for c in result.finalists] == [("percentile", 0)]
+    assert space.ranked == []                        # no sensitivity measured: no float set can be cheaper
+    assert [(c.method, c.k) for c in result.candidates] == [("percentile", 0), ("entropy", 0)]
+
+
+def test_unmet_budget_names_the_best_candidate():
+    from export.budget_search import search, unmet_budget
+
+    space = FakeSpace({"max": 9.0}, cap=3)
+    result = search(space, space.score, 0.5, progress=False, log=lambda *a: None)
+    assert not result.finalists and result.best_drop().k == 3
+    err = unmet_budget(result, "INT8", "raise --max-drop")
+    assert isinstance(err, ToolkitError)
+    assert "max, 3 float" in str(err) and "drop +6.000" in str(err) and "nothing was written" in str(err)
+
+
+def test_choose_fastest_then_fewer_float_macs_on_a_tie():
+    from export.budget_search import Candidate, choose
+
+    a, b, c = (Candidate("a", ("u0",), 10.0, Path("a"), drop=0.1), Candidate("b", (), 0.0, Path("b"), drop=0.3),
+               Candidate("c", ("u0", "u1"), 20.0, Path("c"), drop=0.0))
+    win, why = choose([a, b, c], lambda paths: [10.0, 10.2, 8.0])
+    assert win is c and "fastest measured" in why
+    win, _ = choose([a, b, c], lambda paths: [10.0, 10.2, 12.0])       # a and b tie within 3 %: fewer MACs
+    assert win is b
+    d, e = (Candidate("d", (), 0.0, Path("d"), drop=-0.5, agreement=0.90),
+            Candidate("e", (), 0.0, Path("e"), drop=0.1, agreement=0.95))
+    assert choose([d, e], lambda paths: [10.0, 10.1])[0] is e      # same cost: the more faithful one, not luck
+    win, why = choose([a, c], None, by="proxy")
+    assert win is a and "proxy" in why
+
+
+def test_fp16_range_forces_producer_and_readers():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from calibration.budget import fp16_ranking, layer_units
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1"),
+             helper.make_node("Mul", ["a", "s"], ["b"], name="big"),
+             helper.make_node("Relu", ["b"], ["c"], name="reader"),
+             helper.make_node("Conv", ["c", "w2"], ["y"], name="c2")]
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, d, [0.1] * int(np.prod(d)))
+             for n, d in (("w1", (4, 3, 1, 1)), ("w2", (2, 4, 1, 1)), ("s", ()))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 4, 4))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 2, 4, 4))], inits)
+    model = helper.make_model(graph)
+    peaks = {"a": 100.0, "b": 7e4, "c": 7e4, "y": 3.0}
+    forced, ranked = fp16_ranking(model, layer_units(model), peaks)
+    assert forced == ["big", "reader", "c2"]            # b and c overflow FP16: producers and readers stay FP32
+    assert [(u.name, u.score) for u in ranked] == [("c1", 100.0), ("head", 3.0)]   # by peak output
+    assert [(u.name, u.macs) for u in layer_units(model)] == [("head", 2 * 16 * 4), ("c1", 4 * 16 * 3)]
+    assert [u.name for u in layer_units(model, forced)] == ["c1"]        # forced nodes are no longer units
+
+
+# -- the real thing on the tiny variant -------------------------------------------------------
+def test_strip_qdq_quantises_exactly_one_unit(setup, tmp_path):
+    import onnx
+
+    from calibration.budget import layer_units, output_error, run_model, strip_qdq
+    from export.budget import sensitivity_tiles
+    from export.pipeline import Artifact, CalibRequest, calibration_set
+    from export.to_onnx import export_fp32, resolve_source
+    from calibration.qdq import compute_ranges, preprocess, quantize
+
+    path, meta, _ = export_fp32(resolve_source(VARIANT, setup["ckpt"], False), tmp_path, log=lambda *a: None)
+    calib = calibration_set(Artifact("fp32", path, meta, False), CalibRequest(setup["data"], "max", None, 4), False)
+    pre, ranges, full = tmp_path / "pre.onnx", tmp_path / "r.json", tmp_path / "full.onnx"
+    preprocess(path, pre)
+    compute_ranges(pre, calib, "max", None, ranges, 1, False)
+    quantize(pre, ranges, full, "trt", "max", (), calib)
+    float_model, qdq = onnx.load(str(pre)), onnx.load(str(full))
+    units = layer_units(float_model)
+    assert [u.name for u in units[:2]] == ["attention", "head"] and len(units) > 10
+    assert all(u.macs > 0 for u in units)
+    tiles = sensitivity_tiles(calib, 2)
+    ref = run_model(float_model, tiles)
+    assert output_error(ref, run_model(strip_qdq(qdq, set()), tiles)) == (0.0, 0.0)   # all stripped = FP32
+    one = strip_qdq(qdq, set(units[2].nodes))
+    q_nodes = [n for n in one.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(q_nodes) == 2                                  # the activation and the weight of that one Conv
+    assert output_error(ref, run_model(one, tiles))[0] > 0
+
+
+def test_flags_of_max_drop_are_checked(setup, tmp_path):
+    base = ["--max-drop", "0.5"]
+    cases = [(base, "exactly one of --int8 or --fp16"), (base + ["--int8", "--fp16"], "exactly one"),
+             (["--int8", "--max-drop", "-1"], ">= 0"), (["--int8", "--eval-data", "x"], "only apply to --max-drop"),
+             (["--int8", "--max-drop", "1", "--int8-implicit"], "implicit"),
+             (["--fp16", "--max-drop", "1", "--calib-method", "max"], "do not apply")]
+    for extra, message in cases:
+        with pytest.raises(ToolkitError, match=message):
+            to_trt(setup, tmp_path, *extra)
+    assert not list(tmp_path.iterdir())                       # refused before anything was written
+
+
+@pytest.fixture(scope="module")
+def int8_run(setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8_budget")
+    lines: list[str] = []
+    code = _logged(lambda: to_trt(setup, out, "--int8", "--max-drop", "30", "--calib-method", "max,percentile"),
+                   lines)
+    return {"out": out, "code": code, "lines": lines}
+
+
+def _logged(fn, lines):
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = fn()
+    lines.extend(buf.getvalue().splitlines())
+    return code
+
+
+def test_int8_budget_writes_both_layouts_with_the_decision(setup, int8_run):
+    from runtime.artifact import read_onnx_meta
+
+    out = int8_run["out"]
+    assert int8_run["code"] == 0
+    report = json.loads((out / "budget_int8_maxdrop30.json").read_text())
+    assert (out / "budget_int8_maxdrop30.md").read_text().startswith("# Precision search: INT8 within 30")
+    assert report["candidates"] and report["winner"]["passed"] and report["winner"]["drop"] <= 30
+    assert "no shared file" in report["frames"] and report["machine"]["cpu"]
+    for layout in ("ort", "trt"):
+        meta = read_onnx_meta(out / f"{VARIANT}_64x128_int8_{layout}_maxdrop30.onnx")
+        budget = meta.extra["budget"]
+        assert meta.precision == "int8" and meta.layout == layout and budget["max_drop"] == 30.0
+        assert budget["method"] == report["winner"]["method"] and budget["measured"]["drop"] <= 30
+    assert not [p for p in out.iterdir() if p.name.startswith(".budget.")]      # work folder removed
+
+
+def test_int8_budget_holds_when_measured_by_runtime_evaluate(setup, int8_run, tmp_path):
+    from runtime.apps.evaluate import main as evaluate
+
+    art = int8_run["out"] / f"{VARIANT}_64x128_int8_ort_maxdrop30.onnx"
+    code = evaluate(["--data", setup["data"], "--reference", VARIANT, "--checkpoint", setup["ckpt"], "--crop",
+                     "64x128", "--artifacts", str(art), "--max-drop", "int8=30", "--out", str(tmp_path)])
+    row = json.loads((tmp_path / "evaluate.json").read_text())["rows"][1]
+    report = json.loads((int8_run["out"] / "budget_int8_maxdrop30.json").read_text())
+    assert code == 0 and row["drop"] == pytest.approx(report["winner"]["drop"], abs=1e-6)
+
+
+def test_unmet_budget_exits_nonzero_and_writes_no_artifact(setup, int8_run, capsys):
+    from export.to_trt import main
+    from runtime.apps.cli import run_cli
+
+    out = int8_run["out"]
+    before = sorted(p.name for p in out.iterdir())
+    argv = ["--model", VARIANT, "--checkpoint", setup["ckpt"], "--calib-data", setup["data"], "--calib-images", "6",
+            "--out", str(out), "--backend", "onnxruntime", "--quiet", "--int8", "--max-drop", "0",
+            "--calib-method", "max", "--max-float-layers", "1"]
+    assert run_cli(main, argv) == 2
+    first = capsys.readouterr()
+    assert first.err.startswith("error: no INT8 candidate stays within --max-drop 0") and "best candidate max" in first.err
+    assert "reusing the PyTorch reference predictions" in first.out        # cached by the passing run before
+    assert "measured, cached in sensitivity" in first.out
+    assert sorted(p.name for p in out.iterdir()) == before                    # nothing new, nothing half-written
+    assert run_cli(main, argv) == 2                                           # rerun: everything from the caches
+    again = capsys.readouterr()
+    assert "(reused sensitivity" in again.out and again.err == first.err
+
+
+def test_evaluation_on_calibration_images_is_refused(setup, tmp_path):
+    data = Path(setup["data"])
+    twin = tmp_path / "twin"
+    for kind in ("leftImg8bit", "gtFine"):                     # val split = a copy of the calibration (train) frames
+        shutil.copytree(data / kind / "train", twin / kind / "val")
+    with pytest.raises(ToolkitError, match="measured on calibration images"):
+        to_trt(setup, tmp_path / "out", "--int8", "--max-drop", "1", "--eval-data", str(twin))
+    assert not list((tmp_path / "out").glob("*maxdrop*"))
+
+
+def test_fp16_budget(setup, tmp_path):
+    from runtime.artifact import read_onnx_meta
+
+    assert to_trt(setup, tmp_path, "--fp16", "--max-drop", "0.5") == 0
+    meta = read_onnx_meta(tmp_path / f"{VARIANT}_64x128_fp16_maxdrop0.5.onnx")
+    report = json.loads((tmp_path / "budget_fp16_maxdrop0.5.json").read_text())
+    assert meta.precision == "fp16" and meta.extra["budget"]["measured"]["drop"] <= 0.5
+    assert report["winner"]["passed"] and report["precision"] == "fp16"
