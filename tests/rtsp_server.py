@@ -1,12 +1,13 @@
 """A tiny RTSP camera for tests/test_streams.py: JPEG frames looped in real time as MJPEG over RTP.
 
-Runs with Debian's /usr/bin/python3 (python3-gi + gir1.2-gst-rtsp-server-1.0 + gstreamer1.0-plugins-good;
-.ci/run installs them), not the project's Python: GStreamer's RTSP server has no PyPI package.
+Runs with Debian's /usr/bin/python3 (python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-base
+and -good; .ci/run installs them), not the project's Python: GStreamer's RTSP server has no PyPI package.
 
     /usr/bin/python3 tests/rtsp_server.py --frames 'DIR/frame_%05d.jpg' --size 256x128 --port 8554 --fps 10
 
-serves rtsp://127.0.0.1:8554/cam, bound to 127.0.0.1 only (RTP over UDP or interleaved TCP, as the
-client asks). The frames are JPEG files numbered from 0 (read once, then pushed in a loop), so the server
+serves rtsp://127.0.0.1:8554/cam, bound to 127.0.0.1 only: RTP goes interleaved in the RTSP TCP
+connection and no UDP port is opened (a UDP-only client is refused with 461; OpenCV's FFMPEG backend,
+as the demo opens it, ends up on TCP). The frames are JPEG files numbered from 0, read once and pushed in a loop, so the server
 needs no decoder. It runs until SIGTERM / SIGINT, or until --max-seconds have passed (a safety bound
 so that a test that dies cannot leave it running for ever), and prints "listening" once it serves.
 """
@@ -19,8 +20,9 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
 def load_frames(pattern: str) -> list[bytes]:
@@ -44,6 +46,7 @@ class LoopedJpegFactory(GstRtspServer.RTSPMediaFactory):
         caps = f"image/jpeg,width={width},height={height},framerate={fps}/1"
         self.set_launch(f'( appsrc name=src format=time caps="{caps}" ! rtpjpegpay name=pay0 pt=26 )')
         self.set_shared(True)                                  # one pipeline for all clients, like a camera
+        self.set_protocols(GstRtsp.RTSPLowerTrans.TCP)         # RTP interleaved in the 127.0.0.1 connection
         self.connect("media-configure", self._configure)
 
     def _configure(self, _factory, media) -> None:
