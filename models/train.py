@@ -89,17 +89,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ohem-thresh", type=float,
                    help="online hard example mining for the main loss: train only on pixels whose true-class "
                         "probability is below this (e.g. 0.7; default off)")
-    p.add_argument("--ohem-min-kept", type=int,
+    p.add_argument("--ohem-min-kept", type=positive_int,
                    help="OHEM keeps at least this many pixels per batch (default 100000)")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>)")
     p.add_argument("--resume", nargs="?", const="", default=None,
                    help="continue from a checkpoint (default <out>/latest.pth)")
     p.add_argument("--checkpoint", help="initial weights (a file, or 'pretrained')")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, help="use only the first N train (and val) images")
+    p.add_argument("--limit", type=positive_int, help="use only the first N train (and val) images")
     p.add_argument("--max-minutes", type=float, help="stop (and save) after this much training time")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads per process (default cores/processes)")
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--log-every", type=positive_int, default=10)
     args = p.parse_args(argv)
     preset = PRESETS.get(args.preset, {})
     for key, default in RECIPE.items():

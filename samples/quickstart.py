@@ -9,8 +9,9 @@
 2. trains the r18os8 sample model with ``--preset synthetic``: a finished run is reused, an
    interrupted one (Ctrl-C, SIGTERM) is resumed where it stopped; an interrupted quickstart exits 130
    (SIGINT) or 143 (SIGTERM) and exports nothing,
-3. exports FP32, FP16 and INT8 (TensorRT and ONNX-Runtime-CPU layouts) ONNX artifacts, calibrated on
-   100 seeded train images (``--calib-images``, percentile 99.99 ranges), verifying each with ONNX Runtime,
+3. exports FP32, FP16 and INT8 (TensorRT, TensorRT INT8+FP16 and ONNX-Runtime-CPU layouts) ONNX artifacts,
+   calibrated on 100 seeded train images (``--calib-images``, percentile 99.99 ranges), verifying each with
+   ONNX Runtime,
 4. runs the accuracy gate: every artifact against the PyTorch FP32 reference on the val split, and
    prints the mIoU / drop table (exit code non-zero when a drop exceeds its limit).
 
@@ -27,7 +28,7 @@ from typing import Callable, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.apps.cli import run_cli
+from runtime.apps.cli import positive_int, run_cli
 from runtime.errors import ToolkitError
 
 MODEL = "r18os8_cityscapes"     # the sample model: see README, Training
@@ -108,10 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--report", default="runs/quickstart_report", help="accuracy report directory")
     ap.add_argument("--retrain", action="store_true",
                     help="train from scratch even if <run> holds a finished or unfinished run")
-    ap.add_argument("--limit", type=int, help="evaluate on the first N val images only")
+    ap.add_argument("--limit", type=positive_int, help="evaluate on the first N val images only")
     ap.add_argument("--calib-method", default="percentile",
                     help="INT8 calibration method (percentile: measured best on the sample model, see README)")
-    ap.add_argument("--calib-images", type=int, default=100,
+    ap.add_argument("--calib-images", type=positive_int, default=100,
                     help="INT8 calibration images (export's default is 500; 100 keeps the quickstart short)")
     args = ap.parse_args(argv)
     try:
