@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from calibration.graph import ATTENTION, HEAD, attention_nodes, consumers, head_nodes, producers
+from calibration.graph import (ATTENTION, HEAD, attention_nodes, consumers, float_source, head_nodes,
+                               producers, prune_dead_nodes)
 from runtime.fileio import atomic_open
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
@@ -105,11 +106,10 @@ def strip_qdq(model: Any, quantized: set[str]) -> Any:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.name in quantized:
             continue
         for slot, name in enumerate(node.input):
-            dq = prod.get(name)
-            q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if q is not None and q.op_type == "QuantizeLinear":
-                node.input[slot] = q.input[0]
-            elif dq is not None and dq.op_type == "DequantizeLinear":   # pre-quantised constant weight
+            source = float_source(prod, name)
+            if source is not None:
+                node.input[slot] = source
+            elif getattr(prod.get(name), "op_type", None) == "DequantizeLinear":   # pre-quantised constant weight
                 return _fail_layout(node.name)
     prune_dead_nodes(out.graph)
     return out
@@ -121,21 +121,6 @@ def _fail_layout(name: str) -> Any:
     raise ToolkitError(f"cannot strip the Q/DQ pair in front of {name}: its weight is stored quantised",
                        fix="report this with the command line (the TensorRT layout keeps float weights "
                            "behind Q/DQ pairs)")
-
-
-def prune_dead_nodes(graph: Any) -> None:
-    """Drop nodes whose outputs nobody reads (walking back from the graph outputs)."""
-    needed = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(list(graph.node)):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    used_inits = [i for i in graph.initializer if i.name in needed]
-    del graph.node[:]
-    graph.node.extend(reversed(keep))
-    del graph.initializer[:]
-    graph.initializer.extend(used_inits)
 
 
 def _session(model: Any, threads: int | None = None) -> Any:

@@ -31,6 +31,32 @@ def consumers(graph) -> dict[str, list]:
     return table
 
 
+def float_source(prod: dict, tensor: str) -> str | None:
+    """The float tensor behind ``tensor`` when ``tensor`` is the output of a ``QuantizeLinear ->
+    DequantizeLinear`` pair (``prod`` from :func:`producers`); None otherwise."""
+    dq = prod.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    q = prod.get(dq.input[0])
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def prune_dead_nodes(graph) -> None:
+    """Drop nodes whose outputs nobody reads (walking back from the graph outputs) and the
+    initializers only they read."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    used_inits = [i for i in graph.initializer if i.name in needed]
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    del graph.initializer[:]
+    graph.initializer.extend(used_inits)
+
+
 def name_nodes(graph, prefix: str = "node") -> None:
     """Give every unnamed node a unique name (quantizers and precision lists address nodes by name)."""
     used = {n.name for n in graph.node if n.name}

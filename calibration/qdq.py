@@ -215,7 +215,7 @@ def dequantize_inputs_of(model: Any, names: Iterable[str]) -> int:
     left unused. In the ORT layout a node kept float still reads DQ outputs when its producer is
     quantized, and ORT then fuses DQ -> MatMul into an integer ``MatMulIntegerToFloat``: this keeps
     such a node float for real. Returns the count of rewired inputs."""
-    from calibration.graph import consumers, producers
+    from calibration.graph import consumers, float_source, producers
 
     graph, wanted = model.graph, set(names)
     prod = producers(graph)
@@ -224,10 +224,9 @@ def dequantize_inputs_of(model: Any, names: Iterable[str]) -> int:
         if node.name not in wanted:
             continue
         for slot, name in enumerate(node.input):
-            dq = prod.get(name)
-            q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if q is not None and q.op_type == "QuantizeLinear":
-                node.input[slot] = q.input[0]
+            source = float_source(prod, name)
+            if source is not None:
+                node.input[slot] = source
                 rewired += 1
     outputs = {o.name for o in graph.output}
     for op in ("DequantizeLinear", "QuantizeLinear"):
