@@ -195,6 +195,41 @@ def test_strip_qdq_quantises_exactly_one_unit(setup, tmp_path):
     assert output_error(ref, run_model(one, tiles))[0] > 0
 
 
+def test_sensitivity_is_the_error_saved_by_keeping_one_unit_float(setup, tmp_path):
+    """Leave-one-out: each score is the fall of the logit error when that unit alone is float in the
+    fully quantised model, and the ranking follows it."""
+    import onnx
+
+    from calibration.budget import int8_sensitivity, layer_units, output_error, run_model, strip_qdq
+    from calibration.qdq import compute_ranges, preprocess, quantize
+    from export.budget import sensitivity_tiles
+    from export.pipeline import Artifact, CalibRequest, calibration_set
+    from export.to_onnx import export_fp32, resolve_source
+
+    path, meta, _ = export_fp32(resolve_source(VARIANT, setup["ckpt"], False), tmp_path, log=lambda *a: None)
+    calib = calibration_set(Artifact("fp32", path, meta, False), CalibRequest(setup["data"], "max", None, 4), False)
+    pre, ranges, full_path = tmp_path / "pre.onnx", tmp_path / "r.json", tmp_path / "full.onnx"
+    preprocess(path, pre)
+    compute_ranges(pre, calib, "max", None, ranges, 1, False)
+    quantize(pre, ranges, full_path, "trt", "max", (), calib)
+    float_model, full = onnx.load(str(pre)), onnx.load(str(full_path))
+    units = layer_units(float_model)[:6]
+    tiles = sensitivity_tiles(calib, 2)
+    ranked, reused = int8_sensitivity(lambda: full, float_model, units, tiles, 1, tmp_path / "s.json", {"k": 1})
+    assert not reused and sorted(u.name for u in ranked) == sorted(u.name for u in units)
+    ref = run_model(float_model, tiles)
+    all_err = output_error(ref, run_model(full, tiles))[0]
+    compute = {n.name for n in full.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+    for unit in (ranked[0], ranked[-1]):
+        alone_float = output_error(ref, run_model(strip_qdq(full, compute - set(unit.nodes)), tiles))[0]
+        assert abs(unit.score - (all_err - alone_float)) <= 1e-9 + 1e-6 * all_err
+    assert [u.score for u in ranked] == sorted((u.score for u in ranked), reverse=True)
+    assert ranked[0].score > 0 and "->" in ranked[0].detail
+    again, reused = int8_sensitivity(lambda: pytest.fail("cache missed"), float_model, units, tiles, 1,
+                                     tmp_path / "s.json", {"k": 1})
+    assert reused and [u.name for u in again] == [u.name for u in ranked]
+
+
 def test_flags_of_max_drop_are_checked(setup, tmp_path):
     base = ["--max-drop", "0.5"]
     cases = [(base, "exactly one of --int8 or --fp16"), (base + ["--int8", "--fp16"], "exactly one"),
