@@ -4,20 +4,22 @@ A *unit* is what the search keeps in float as a whole: the non-local affinity ch
 ("attention"), the classifier head ("head") and every other Conv / MatMul / Gemm node on its own.
 Each carries its multiply-accumulate count (the cost proxy: MACs left in float).
 
-INT8 sensitivity is measured leave-one-out, in the context the search deploys: the whole graph is
-quantised once in the TensorRT Q/DQ layout (inputs-only Q/DQ, so every compute node owns its Q/DQ
-pairs); then, for each unit, only that unit is stripped back to float (its inputs rewired around the
-Q/DQ pairs) and the score is how much the error of the logits against the FP32 model falls: the
-relative squared logit error of the fully quantised model minus that of the model with the unit
-float, on a seeded subset of the calibration tiles (no labels needed, no held-out frame used). The
-pixel disagreement is kept for the report. Scores are cached as JSON keyed by everything they depend
-on.
+INT8 sensitivity is measured leave-one-out, on the very files the search builds: the fully quantised
+model of the searched layout, then, for each unit, the same model with only that unit kept float
+(``unit_float(unit)``; the search passes its own builder, so the ONNX-Runtime layout's float
+attention rewiring is included). The score is how much the error of the logits against the FP32
+model falls: the relative squared logit error of the fully quantised model minus that of the model
+with the unit float, on a seeded subset of the calibration tiles (no labels needed, no held-out
+frame used). The pixel disagreement is kept for the report. Scores are cached as JSON keyed by
+everything they depend on. Without a builder, :func:`strip_qdq` makes the one-unit-float model from a
+TensorRT-layout file (inputs-only Q/DQ, so every compute node owns its Q/DQ pairs).
 
-Recipe 1 quantised one unit at a time with everything else float. Errors do not add up: on the
-trained sample model the attention alone, quantised, barely moved the logits (the 5th of 31 units),
-yet keeping it float in an otherwise INT8 model took the drop from +0.52 to +0.01 mIoU points
-(README, Accuracy-budgeted precision); the units that matter are those whose error the rest of the
-quantised graph amplifies, which only the leave-one-out measure sees.
+Recipe 1 quantised one unit at a time with everything else float, in the TensorRT layout, while the
+search scores ONNX-Runtime-layout candidates. Neither errors nor layouts add up: on the trained sample
+model the attention alone barely moved the logits (the 5th of 31 units; 0.16 % of the calibration
+tiles' pixels changed with *everything* quantised in the TensorRT layout), yet keeping it float in an
+ORT-layout INT8 model took the drop from +0.52 to +0.01 mIoU points (README, Accuracy-budgeted
+precision).
 
 FP16 fails by range, not resolution: :func:`activation_peaks` runs the FP32 model once with every
 float tensor as an output and records its peak magnitude; units are ranked by the peak of the
@@ -38,7 +40,7 @@ from calibration.graph import (ATTENTION, HEAD, attention_nodes, consumers, floa
 from runtime.fileio import atomic_open
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-SENSITIVITY_RECIPE = 2          # 1: one unit quantised alone; 2: one unit float in the quantised model
+SENSITIVITY_RECIPE = 3    # 1: one unit quantised alone (TRT layout); 3: one unit float in the searched layout
 FP16_MAX = 65504.0
 FP16_MARGIN = 4.0            # a tensor peaking above 65504 / 4 on calibration tiles must stay FP32
 
@@ -167,20 +169,27 @@ def output_error(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]
 
 
 def int8_sensitivity(full_qdq: Callable[[], Any], fp32_model: Any, units: Sequence[Unit], tiles: np.ndarray,
-                     batch: int, cache: Path, key: dict, progress: bool = False) -> tuple[list[Unit], bool]:
+                     batch: int, cache: Path, key: dict, progress: bool = False,
+                     unit_float: Callable[[Unit], Any] | None = None) -> tuple[list[Unit], bool]:
     """(``units`` ranked most sensitive first, reused from the cache?). ``full_qdq()`` makes the fully
-    quantised TensorRT-layout model (only called when the cache misses); the score of a unit is the
-    fall of the logit error when that unit alone is float (see the module doc)."""
+    quantised model and ``unit_float(unit)`` the same with ``unit`` float (both only called when the
+    cache misses; without ``unit_float``, ``full_qdq()`` must be TensorRT-layout and :func:`strip_qdq`
+    makes them). The score of a unit is the fall of the logit error when that unit alone is float
+    (see the module doc)."""
     cached = _read_cache(cache, key)
     reused = cached is not None
     if cached is None:
         full = full_qdq()
         reference = run_model(fp32_model, tiles, batch)
         all_rel, all_dis = output_error(reference, run_model(full, tiles, batch))
-        quantised = {n.name for n in full.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+        if unit_float is None:
+            quantised = {n.name for n in full.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+
+            def unit_float(unit: Unit) -> Any:
+                return strip_qdq(full, quantised - set(unit.nodes))
         cached = {}
         for unit in _iterate(units, progress, "INT8 sensitivity"):
-            rel, dis = output_error(reference, run_model(strip_qdq(full, quantised - set(unit.nodes)), tiles, batch))
+            rel, dis = output_error(reference, run_model(unit_float(unit), tiles, batch))
             cached[unit.name] = {"score": all_rel - rel,
                                  "detail": f"float: logit error {all_rel:.2e} -> {rel:.2e}, pixels differing "
                                            f"{100 * all_dis:.2f}% -> {100 * dis:.2f}%"}

@@ -99,16 +99,21 @@ class Int8Space:
         from calibration.budget import SENSITIVITY_RECIPE, int8_sensitivity
 
         def full_qdq() -> Any:
-            path = self.work / f"int8_trt_all_{method}.onnx"
-            self.quantize(method, (), "trt", path)
-            return onnx.load(str(path))
+            return onnx.load(str(self.build(method, ())))
+
+        def unit_float(unit: Unit) -> Any:          # exactly the candidate the search would build
+            path = self.work / f"sensitivity_{digest([method, unit.name])[:16]}.onnx"
+            self.quantize(method, (unit.name,), "ort", path)
+            model = onnx.load(str(path))
+            path.unlink()
+            return model
 
         tiles = sensitivity_tiles(self.calib)
         key = {"recipe": SENSITIVITY_RECIPE, "int8": INT8_RECIPE, "fp32": self.sha, "calib": self.calib.key,
-               "method": method, "forced": self.forced, "tiles": len(tiles)}
+               "method": method, "forced": self.forced, "tiles": len(tiles), "layout": "ort"}
         cache = self.cdir / f"sensitivity{SENSITIVITY_RECIPE}_{digest(key)[:16]}.json"
         ranked, reused = int8_sensitivity(full_qdq, self.pre_model, self.units, tiles, self.fp32.meta.batch,
-                                          cache, key, progress=self.progress)
+                                          cache, key, progress=self.progress, unit_float=unit_float)
         self.log(f"{method}: per-layer sensitivity of {len(ranked)} units on {len(tiles)} calibration tiles "
                  f"({'reused ' + cache.name if reused else 'measured, cached in ' + cache.name})")
         return ranked
