@@ -167,14 +167,13 @@ def test_fp16_range_forces_producer_and_readers():
 
 
 # -- the real thing on the tiny variant -------------------------------------------------------
-def test_strip_qdq_quantises_exactly_one_unit(setup, tmp_path):
+def _tiny_trt_qdq(setup: dict, tmp_path: Path) -> tuple:
+    """(FP32 model after preprocessing, its fully quantised TensorRT-layout model, calibration set)."""
     import onnx
 
-    from calibration.budget import layer_units, output_error, run_model, strip_qdq
-    from export.budget import sensitivity_tiles
+    from calibration.qdq import compute_ranges, preprocess, quantize
     from export.pipeline import Artifact, CalibRequest, calibration_set
     from export.to_onnx import export_fp32, resolve_source
-    from calibration.qdq import compute_ranges, preprocess, quantize
 
     path, meta, _ = export_fp32(resolve_source(VARIANT, setup["ckpt"], False), tmp_path, log=lambda *a: None)
     calib = calibration_set(Artifact("fp32", path, meta, False), CalibRequest(setup["data"], "max", None, 4), False)
@@ -182,7 +181,14 @@ def test_strip_qdq_quantises_exactly_one_unit(setup, tmp_path):
     preprocess(path, pre)
     compute_ranges(pre, calib, "max", None, ranges, 1, False)
     quantize(pre, ranges, full, "trt", "max", (), calib)
-    float_model, qdq = onnx.load(str(pre)), onnx.load(str(full))
+    return onnx.load(str(pre)), onnx.load(str(full)), calib
+
+
+def test_strip_qdq_quantises_exactly_one_unit(setup, tmp_path):
+    from calibration.budget import layer_units, output_error, run_model, strip_qdq
+    from export.budget import sensitivity_tiles
+
+    float_model, qdq, calib = _tiny_trt_qdq(setup, tmp_path)
     units = layer_units(float_model)
     assert [u.name for u in units[:2]] == ["attention", "head"] and len(units) > 10
     assert all(u.macs > 0 for u in units)
@@ -198,21 +204,10 @@ def test_strip_qdq_quantises_exactly_one_unit(setup, tmp_path):
 def test_sensitivity_is_the_error_saved_by_keeping_one_unit_float(setup, tmp_path):
     """Leave-one-out: each score is the fall of the logit error when that unit alone is float in the
     fully quantised model, and the ranking follows it."""
-    import onnx
-
     from calibration.budget import int8_sensitivity, layer_units, output_error, run_model, strip_qdq
-    from calibration.qdq import compute_ranges, preprocess, quantize
     from export.budget import sensitivity_tiles
-    from export.pipeline import Artifact, CalibRequest, calibration_set
-    from export.to_onnx import export_fp32, resolve_source
 
-    path, meta, _ = export_fp32(resolve_source(VARIANT, setup["ckpt"], False), tmp_path, log=lambda *a: None)
-    calib = calibration_set(Artifact("fp32", path, meta, False), CalibRequest(setup["data"], "max", None, 4), False)
-    pre, ranges, full_path = tmp_path / "pre.onnx", tmp_path / "r.json", tmp_path / "full.onnx"
-    preprocess(path, pre)
-    compute_ranges(pre, calib, "max", None, ranges, 1, False)
-    quantize(pre, ranges, full_path, "trt", "max", (), calib)
-    float_model, full = onnx.load(str(pre)), onnx.load(str(full_path))
+    float_model, full, calib = _tiny_trt_qdq(setup, tmp_path)
     units = layer_units(float_model)[:6]
     tiles = sensitivity_tiles(calib, 2)
     ranked, reused = int8_sensitivity(lambda: full, float_model, units, tiles, 1, tmp_path / "s.json", {"k": 1})
