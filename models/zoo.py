@@ -134,6 +134,11 @@ def _build_table() -> dict[str, Variant]:
         for os_ in (8, 16):
             name = f"r18os{os_}_{ds}"
             table[name] = Variant(name, 18, os_, DATASETS[ds], head_channels=128, aux_channels=64)
+            # Slim edge / sample variant: half the widths (stem 16-16-32, stages 32..256 channels), about a
+            # quarter of r18's FLOPs; r18w32os8_cityscapes is the quickstart's sample model (README, Training).
+            slim = f"r18w32os{os_}_{ds}"
+            table[slim] = Variant(slim, 18, os_, DATASETS[ds], stem_width=32, base_width=32, head_channels=128,
+                                  aux_channels=64)
     table["tiny_cityscapes"] = Variant("tiny_cityscapes", 18, 8, DATASETS["cityscapes"], stem_width=16,
                                        base_width=8, head_channels=32, aux_channels=32,
                                        layers=(1, 1, 1, 1), crop_override=(64, 128))

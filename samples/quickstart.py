@@ -1,12 +1,12 @@
 """End-to-end quickstart on the synthetic sample set, the first thing a new user runs.
 
-    python -m samples.quickstart [--data data/synth_cityscapes] [--run runs/r18os8_synth]
+    python -m samples.quickstart [--data data/synth_cityscapes] [--run runs/r18w32os8_synth]
                                  [--artifacts artifacts/quickstart] [--retrain] [--limit N]
 
 0. prints the machine and the CPU kernels it runs on (training prints its projected time after its
    first iterations, so a slow machine says at once how long it will take),
 1. generates the synthetic Cityscapes-format set (skipped when it is already there),
-2. trains the r18os8 sample model with ``--preset synthetic``: a finished run is reused, an
+2. trains the r18w32os8 sample model with ``--preset synthetic``: a finished run is reused, an
    interrupted one (Ctrl-C, SIGTERM) is resumed where it stopped; an interrupted quickstart exits 130
    (SIGINT) or 143 (SIGTERM) and exports nothing,
 3. exports FP32, FP16 and INT8 (TensorRT, TensorRT INT8+FP16 and ONNX-Runtime-CPU layouts) ONNX artifacts,
@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 from runtime.apps.cli import positive_int, run_cli
 from runtime.errors import ToolkitError
 
-MODEL = "r18os8_cityscapes"     # the sample model: see README, Training
+MODEL = "r18w32os8_cityscapes"   # the sample model: see README, Training
 CROP = "256x256"
 TRAIN_ARGS = ["--preset", "synthetic"]
 INTERRUPTED = (130, 143)          # what models.train returns after Ctrl-C / SIGTERM
@@ -104,7 +104,7 @@ def check_reusable(ckpt: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m samples.quickstart", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="data/synth_cityscapes", help="synthetic dataset root")
-    ap.add_argument("--run", default="runs/r18os8_synth", help="training run directory")
+    ap.add_argument("--run", default="runs/r18w32os8_synth", help="training run directory")
     ap.add_argument("--artifacts", default="artifacts/quickstart", help="where the ONNX artifacts go")
     ap.add_argument("--report", default="runs/quickstart_report", help="accuracy report directory")
     ap.add_argument("--retrain", action="store_true",

@@ -356,6 +356,21 @@ def test_missing_data_folder_and_bad_threads(tmp_path, capsys):
         with pytest.raises(SystemExit) as stop:
             main(_args(tmp_path, tmp_path / "out", "--threads", bad))
         assert stop.value.code == 2 and "--threads" in capsys.readouterr().err
+    for bad, message in (("2", "LO,HI"), ("a,b", "LO,HI"), ("1.5,0.75", "0 < LO <= HI"), ("0,1", "0 < LO <= HI")):
+        with pytest.raises(ToolkitError, match=message):
+            main(_args(tmp_path, tmp_path / "out", "--ratio-range", bad))
+
+
+def test_ratio_range_reaches_the_transform(synth, tmp_path):
+    from models.train import Runtime, build_loader, parse_args
+    from models.zoo import get_variant
+
+    rt = Runtime(0, 1, 0, torch.device("cpu"), None)
+    for extra, expected in (([], (0.5, 2.0)), (["--ratio-range", "0.75,1.5"], (0.75, 1.5)),
+                            (["--preset", "synthetic"], (0.9, 1.2))):
+        args = parse_args(_args(synth, tmp_path / "out", *extra))
+        loader = build_loader(args, rt, get_variant("tiny_cityscapes"), 0)
+        assert loader.dataset.transform.ratio_range == expected
 
 
 # ----------------------------------------------------------------------------- what the log says
