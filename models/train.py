@@ -53,7 +53,7 @@ RECIPE = dict(crop=None, base_size=None, iters=80000, batch_size=8, lr=0.01, min
 # Measured on 2-core CPUs for `python -m samples.generate` frames (256x512) and the r18w32os8 sample
 # model (README, Training): 192x192 crops learn more per FLOP than 256x256 on this set, and rescales of
 # 0.9-1.2 (the val frames are at scale 1) more than 0.75-1.5 or the published 0.5-2.0.
-PRESETS = {"synthetic": dict(crop="192x192", base_size="512x256", iters=1000, batch_size=4, lr=0.02,
+PRESETS = {"synthetic": dict(crop="192x192", base_size="512x256", iters=1250, batch_size=4, lr=0.02,
                              amp="auto", workers=1, val_every=250, save_every=250, ohem_thresh=0.7,
                              ratio_range="0.9,1.2")}
 
