@@ -415,3 +415,14 @@ def test_progress_lines_at_a_steady_pace_without_a_terminal(capsys, tmp_path):
             p.update(it, 1.5, 0.01)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("iter ")]
     assert len(lines) == 2 and lines[-1].startswith("iter 3/100  loss 1.500") and "ETA" in lines[-1]
+
+
+def test_step_time_times_warm_steps_of_a_variant(capsys):
+    from models.step_time import main
+
+    assert main(["--model", "tiny_cityscapes", "--crop", "64x128", "--batch-size", "2", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "machine: " in out and "kernels: " in out
+    steps = out.split("steps ")[1].split(" s;")[0].split()
+    assert len(steps) == 2 and all(float(t) > 0 for t in steps) and "median" in out
+
