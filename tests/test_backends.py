@@ -59,6 +59,26 @@ def synthetic_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
+def write_png(path, array: np.ndarray) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array[:, :, ::-1] if array.ndim == 3 else array)
+
+
+def write_self_labelled(root, split: str, frames, reference) -> None:
+    """A Cityscapes-layout ``split`` under ``root`` (city ``testcity``): each RGB frame and, as its
+    ground truth, ``reference``'s own tiled prediction (so the reference scores 100 % mIoU)."""
+    from runtime.data import train_to_label_ids
+    from runtime.tiling import Tiler
+
+    for i, img in enumerate(frames):
+        base = f"testcity_000000_{i:06d}"
+        write_png(root / f"leftImg8bit/{split}/testcity/{base}_leftImg8bit.png", img)
+        write_png(root / f"gtFine/{split}/testcity/{base}_gtFine_labelIds.png",
+                  train_to_label_ids(Tiler().labels(reference, img)))
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A seeded tiny model, its checkpoint, and logits / labels ONNX exports of it."""

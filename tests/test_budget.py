@@ -14,14 +14,7 @@ import pytest
 
 from runtime.errors import ToolkitError
 
-VARIANT = "tiny_cityscapes"
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), array[:, :, ::-1] if array.ndim == 3 else array)
+from test_backends import VARIANT, write_self_labelled
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +24,6 @@ def setup(tmp_path_factory):
     from models import create_model
     from models.checkpoints import save_checkpoint
     from runtime.backends import open_backend
-    from runtime.data import train_to_label_ids
-    from runtime.tiling import Tiler
     from samples.generate import render_scene
 
     torch.manual_seed(3)
@@ -41,12 +32,8 @@ def setup(tmp_path_factory):
     ckpt = save_checkpoint(d / "tiny.pth", model)
     with open_backend(VARIANT, model=model) as ref:
         for split, n in (("train", 6), ("val", 3)):
-            for i in range(n):
-                img, _ = render_scene(np.random.default_rng([7, len(split), i]), 96, 200)
-                base = f"testcity_000000_{i:06d}"
-                write_png(d / f"data/leftImg8bit/{split}/testcity/{base}_leftImg8bit.png", img)
-                gt = train_to_label_ids(Tiler().labels(ref, img))
-                write_png(d / f"data/gtFine/{split}/testcity/{base}_gtFine_labelIds.png", gt)
+            frames = [render_scene(np.random.default_rng([7, len(split), i]), 96, 200)[0] for i in range(n)]
+            write_self_labelled(d / "data", split, frames, ref)
     return {"dir": d, "ckpt": str(ckpt), "data": str(d / "data")}
 
 

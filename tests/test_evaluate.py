@@ -9,14 +9,7 @@ import pytest
 from runtime.errors import ToolkitError
 from runtime.apps.evaluate import DEFAULT_MAX_DROP, main, parse_max_drop
 from runtime.data import train_to_label_ids
-from test_backends import VARIANT, export_onnx, synthetic_frame
-
-
-def write_png(path, array):
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), array[:, :, ::-1] if array.ndim == 3 else array)
+from test_backends import VARIANT, export_onnx, synthetic_frame, write_self_labelled
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +21,6 @@ def setup(tmp_path_factory):
     from models import create_model
     from models.checkpoints import save_checkpoint
     from runtime.backends import open_backend
-    from runtime.tiling import Tiler
 
     torch.manual_seed(1)
     model = create_model(VARIANT)
@@ -36,12 +28,7 @@ def setup(tmp_path_factory):
     ckpt = save_checkpoint(d / "tiny.pth", model)
     onnx_path = export_onnx(ckpt, d)
     with open_backend(VARIANT, model=model) as ref:
-        for i in range(3):
-            img = synthetic_frame(96, 200, seed=i)
-            base = f"testcity_000000_{i:06d}"
-            write_png(d / "data/leftImg8bit/val/testcity" / f"{base}_leftImg8bit.png", img)
-            gt = train_to_label_ids(Tiler().labels(ref, img))
-            write_png(d / "data/gtFine/val/testcity" / f"{base}_gtFine_labelIds.png", gt)
+        write_self_labelled(d / "data", "val", [synthetic_frame(96, 200, seed=i) for i in range(3)], ref)
     return {"dir": d, "ckpt": str(ckpt), "onnx": onnx_path, "data": str(d / "data")}
 
 

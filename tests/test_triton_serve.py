@@ -19,8 +19,7 @@ from runtime.triton.client import TritonHTTP
 from runtime.triton.env import find_env, home
 from runtime.triton.repo import RepoOptions, write_repository
 from runtime.triton.server import TritonServer, free_port, group_alive
-from test_backends import VARIANT, export_onnx, synthetic_frame
-from test_evaluate import write_png
+from test_backends import VARIANT, export_onnx, synthetic_frame, write_self_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
 TILE = "tiny_cityscapes_64x128"
@@ -39,8 +38,6 @@ def served(tmp_path_factory):
     from models import create_model
     from models.checkpoints import save_checkpoint
     from runtime.backends import open_backend
-    from runtime.data import train_to_label_ids
-    from runtime.tiling import Tiler
 
     torch.manual_seed(3)
     model = create_model(VARIANT)
@@ -48,11 +45,7 @@ def served(tmp_path_factory):
     ckpt = save_checkpoint(d / "tiny.pth", model)
     onnx_path = export_onnx(ckpt, d)
     with open_backend(VARIANT, model=model) as ref:
-        for i in range(2):
-            img, base = synthetic_frame(96, 200, seed=10 + i), f"testcity_000000_{i:06d}"
-            write_png(d / "data/leftImg8bit/val/testcity" / f"{base}_leftImg8bit.png", img)
-            gt = train_to_label_ids(Tiler().labels(ref, img))
-            write_png(d / "data/gtFine/val/testcity" / f"{base}_gtFine_labelIds.png", gt)
+        write_self_labelled(d / "data", "val", [synthetic_frame(96, 200, seed=10 + i) for i in range(2)], ref)
     repo = d / "repo"
     opts = RepoOptions(platform="python", instances=2, max_batch=8, preferred=(4, 8), delay_us=2000, ort_threads=1)
     write_repository([onnx_path], repo, opts, log=lambda *a: None)
