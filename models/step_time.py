@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from models.train_log import cpu_kernels
+    from models.zoo import get_variant
     from runtime.sysinfo import describe
 
     ap = argparse.ArgumentParser(prog="python -m models.step_time", description=__doc__.split("\n")[0])
@@ -61,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     crop = parse_hw(args.crop)
+    get_variant(args.model)                 # an unknown name fails before any output
     print(f"machine: {describe()}\nkernels: {cpu_kernels()}, {torch.get_num_threads()} threads", flush=True)
     times = step_times(args.model, crop, args.batch_size, args.steps)
     print(f"{args.model} batch {args.batch_size} x {crop[0]}x{crop[1]}: steps "
