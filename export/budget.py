@@ -1,7 +1,11 @@
 """``export/to_trt.py --max-drop X``: the fastest artifact that stays within X mIoU points of PyTorch.
 
-INT8 (``--int8 --max-drop X``): candidates are (calibration method) x (the k most sensitive layer
-units kept in float); each is built in the ONNX-Runtime-CPU layout, scored on held-out frames through
+INT8 (``--int8 --max-drop X``): first, each layer unit is timed float (everything else quantised)
+against nothing float in ONNX Runtime on this CPU, and units the model runs measurably faster with
+float (twice measured; on the sample model the attention, whose QLinearSoftmax is slow, and the
+classifier head) stay float in every candidate: that costs no time and no accuracy
+(``--no-float-for-speed`` skips it). Candidates are then (calibration method) x (the k most
+sensitive of the other units kept in float); each is built in the ONNX-Runtime-CPU layout, scored on held-out frames through
 the runtime tiler against the PyTorch reference, and the cheapest passing one (measured CPU time per
 tile) wins. Its TensorRT-layout twin is then built with the same decision and must pass on the same
 frames. FP16 (``--fp16 --max-drop X``): tensors that come near FP16's range on the calibration tiles
@@ -14,6 +18,7 @@ Everything the search tries lives in a temporary folder; the chosen artifacts an
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,11 +30,13 @@ from calibration.budget import Unit
 from export.pipeline import INT8_RECIPE, Artifact, CalibRequest
 from export.to_onnx import artifact_name, digest
 from runtime.errors import ToolkitError
-from runtime.fileio import atomic_path, sha256_file
+from runtime.fileio import atomic_open, atomic_path, sha256_file
 
 DEFAULT_METHODS = ("percentile", "entropy", "max")
 SENSITIVITY_TILES = 8
 TIMING_TILES = 8
+CONFIRM_ROUNDS = 15          # the second, longer timing that confirms units faster in float
+FLOAT_SPEED_RECIPE = 2       # 2: fastest calls, each unit confirmed alone
 
 
 def budget_tag(precision: str, layout: str | None, budget: float) -> str:
@@ -44,8 +51,7 @@ class Int8Space:
                  work: Path, max_float: int | None, progress: bool, log: Callable[[str], None]) -> None:
         import onnx
 
-        from calibration.budget import layer_units
-        from calibration.qdq import excluded_nodes, preprocess
+        from calibration.qdq import preprocess
 
         self.fp32, self.calib, self.methods, self.work, self.log = fp32, calib, list(methods), work, log
         self.progress, self.sha = progress, sha256_file(fp32.path)
@@ -57,10 +63,60 @@ class Int8Space:
         self.pre_model = onnx.load(str(self.pre))
         for method in self.methods:        # a typo fails before any work
             self.parse(method)
-        self.forced = list(forced)
+        self.forced, self.max_float, self.speed_float = list(forced), max_float, []
+        self._set_units()
+
+    def _set_units(self) -> None:
+        from calibration.budget import layer_units
+        from calibration.qdq import excluded_nodes
+
         self.units = layer_units(self.pre_model, excluded_nodes(self.pre, self.forced))
-        self.cap = len(self.units) // 2 if max_float is None else min(max_float, len(self.units))
+        cap = self.max_float
+        self.cap = len(self.units) // 2 if cap is None else min(cap, len(self.units))
         self.total_macs = sum(u.macs for u in self.units)
+
+    def float_for_speed(self, tiles: np.ndarray, threads: int | None = None) -> Any:
+        """Time each unit float (all else quantised) against nothing float in ONNX Runtime on this
+        CPU; keep float, in every candidate, the units that make the model faster so (confirmed by a
+        second timing, see ``budget_search.faster_in_float``). Cached per machine and runtime."""
+        import onnxruntime as ort
+
+        from export.budget_eval import PairedTimer
+        from export.budget_search import FloatForSpeed, faster_in_float
+        from runtime.sysinfo import machine_info
+
+        method = self.methods[0]                 # speed does not depend on the ranges' values
+        info = machine_info()
+        key = {"recipe": FLOAT_SPEED_RECIPE, "int8": INT8_RECIPE, "fp32": self.sha, "forced": self.forced,
+               "tiles": len(tiles), "cpu": info["cpu"], "isa": info["isa_features"], "cpus": info["threads"],
+               "onnxruntime": ort.__version__, "threads": threads}
+        cache = self.cdir / f"floatspeed{FLOAT_SPEED_RECIPE}_{digest(key)[:16]}.json"
+        found = _read_json(cache)
+        if found is not None and found.get("key") == key:
+            self.log(f"units faster in float on this CPU: reused {cache.name}")
+            out = FloatForSpeed(found["ratios"], found["second"], found["chosen"], found["together"], found["note"])
+        else:
+            from tqdm import tqdm
+
+            with PairedTimer(self.build(method, ()), tiles, threads=threads) as timer:
+                ratios = {}
+                for unit in tqdm(self.units, desc="CPU time with one unit float", unit="layer", leave=False,
+                                 disable=None if self.progress else True):
+                    path = self.work / f"speed_{digest([method, unit.name])[:16]}.onnx"
+                    self.quantize(method, (unit.name,), "ort", path)
+                    ratios[unit.name] = timer.ratio(path)
+                    path.unlink()
+                out = faster_in_float(ratios, lambda names: timer.ratio(self.build(method, names),
+                                                                         rounds=CONFIRM_ROUNDS))
+            with atomic_open(cache, "w") as f:
+                json.dump({"key": key, **out.record()}, f, indent=1, sort_keys=True)
+            self.log(f"units faster in float on this CPU: {out.note} (timed {len(ratios)} units, "
+                     f"cached in {cache.name})")
+        if out.chosen:
+            self.speed_float = list(out.chosen)
+            self.forced += [n for n in out.chosen if n not in self.forced]
+            self._set_units()
+        return out
 
     @staticmethod
     def parse(method: str) -> tuple[str, float | None]:
@@ -88,7 +144,7 @@ class Int8Space:
                         self.forced + list(keep), self.calib)
 
     def build(self, method: str, keep: Sequence[str]) -> Path:
-        path = self.work / f"int8_ort_{digest([method, list(keep)])[:16]}.onnx"
+        path = self.work / f"int8_ort_{digest([method, self.forced, list(keep)])[:16]}.onnx"
         if not path.is_file():
             self.quantize(method, keep, "ort", path)
         return path
@@ -165,6 +221,13 @@ class Fp16Space:
         return path
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def sensitivity_tiles(calib: Any, count: int = SENSITIVITY_TILES) -> np.ndarray:
     """A seeded, evenly spread subset of the calibration tiles (labels are not needed)."""
     idx = np.linspace(0, len(calib) - 1, num=min(count, len(calib))).round().astype(int)
@@ -229,9 +292,10 @@ def _int8(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work:
     methods = [m.strip() for m in (args.calib_method or ",".join(DEFAULT_METHODS)).split(",") if m.strip()]
     space = Int8Space(fp32, calib, methods, parse_keep(args.keep_int8, ()), work, args.max_float_layers,
                       progress, log)
+    tiles = sensitivity_tiles(calib, TIMING_TILES)
+    speed = None if args.no_float_for_speed else space.float_for_speed(tiles)
     result = search(space, held.score, args.max_drop, progress, log)
     print_table(result, space.total_macs)
-    tiles = sensitivity_tiles(calib, TIMING_TILES)
     finalists = list(result.finalists)
     rejected: list[str] = []
     if finalists:
@@ -249,12 +313,26 @@ def _int8(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work:
         note = f" (TensorRT layout over budget: {'; '.join(rejected)})" if rejected else ""
         raise unmet_budget(result, "INT8", "raise --max-drop, allow more float layers (--max-float-layers N, "
                            f"now {space.cap} of {len(space.units)}), or use --fp16" + note)
+    price = _price(space, win, tiles)
     written = _write_int8(args, fp32, space, win, work, trt_path, {"ort": _figures(win), "trt": trt})
     facts = {"precision": "int8", "result": result, "winner": win, "why": f"{why}; {explain(result, win)}",
-             "rejected": rejected,
+             "rejected": rejected, "speed_float": speed, "price": price,
              "units": space.units, "total_macs": space.total_macs, "forced": space.forced, "cap": space.cap,
              "trt": trt, "calibration": calib.describe()}
     return written, facts
+
+
+def _price(space: Int8Space, win: Any, tiles: np.ndarray) -> dict | None:
+    """What the budget costs: the winner's CPU time over its method with no unit float (k = 0, the
+    fastest file the search builds), measured side by side; None when the winner is that file."""
+    from export.budget_eval import PairedTimer
+
+    if not win.keep:
+        return None
+    base = space.build(win.method, ())
+    with PairedTimer(base, tiles) as timer:
+        ratio = timer.ratio(win.path, rounds=CONFIRM_ROUNDS)
+    return {"against": f"{win.method}, 0 float", "ratio": ratio, "rounds": CONFIRM_ROUNDS}
 
 
 def _figures(c: Any) -> dict:
@@ -276,6 +354,7 @@ def _write_int8(args: argparse.Namespace, fp32: Artifact, space: Int8Space, win:
         extra = {"calibration": {"method": name, "percentile": pct, "tiles": len(space.calib),
                                  "images": space.calib.n_images, "set_key": space.calib.key},
                  "keep_float": space.forced + list(win.keep), "kept_float_nodes": kept,
+                 "float_for_speed": space.speed_float,
                  "source_onnx_sha256": space.sha, **_decision(args, win, figures[layout], layout)}
         out.append(_place(fp32, src, "int8", layout, budget_tag("int8", layout, args.max_drop), extra))
     return out

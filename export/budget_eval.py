@@ -136,7 +136,8 @@ class HeldOut:
 
 def time_per_tile(paths: Sequence[Path], tiles: np.ndarray, rounds: int = 3,
                   threads: int | None = None) -> list[float]:
-    """Median ms per tile of each artifact in ONNX Runtime, rounds interleaved (fair on a busy CPU)."""
+    """Ms per tile of each artifact in ONNX Runtime: its fastest call over ``rounds`` interleaved
+    rounds of every tile (interference only adds time; see :class:`PairedTimer`)."""
     from contextlib import ExitStack
 
     from runtime.backends import open_backend
@@ -147,11 +148,61 @@ def time_per_tile(paths: Sequence[Path], tiles: np.ndarray, rounds: int = 3,
         chunks = [np.ascontiguousarray(tiles[i:i + batch]) for i in range(0, len(tiles) - batch + 1, batch)]
         for b in backends:
             b(chunks[0])                                   # warm-up
-        samples: list[list[float]] = [[] for _ in backends]
-        for _ in range(rounds):
-            for i, b in enumerate(backends):
-                t0 = time.perf_counter()
+        best = [float("inf")] * len(backends)
+        for r in range(rounds):
+            order = list(enumerate(backends))
+            for i, b in order[::(-1 if r % 2 else 1)]:
                 for chunk in chunks:
+                    t0 = time.perf_counter()
                     b(chunk)
-                samples[i].append((time.perf_counter() - t0) * 1e3 / (len(chunks) * batch))
-    return [float(np.median(s)) for s in samples]
+                    best[i] = min(best[i], time.perf_counter() - t0)
+    return [1e3 * t / batch for t in best]
+
+
+class PairedTimer:
+    """Times ONNX Runtime artifacts against one base artifact, each as a ratio of CPU time.
+
+    Rounds alternate the base and the other artifact (the order flipping every round), each running
+    every tile once, and the ratio is of the *fastest* call of each: interference from other work on
+    a shared CPU only ever adds time, so the minimum over many calls is the steadiest estimate of a
+    file's own cost (on machine B, one file against itself: 0.99-1.02 with 5 rounds of 8 tiles, where
+    the median of per-round ratios wandered by 10 %). The base session stays open; each other
+    artifact is opened, warmed up, timed and closed.
+    """
+
+    def __init__(self, base: Path, tiles: np.ndarray, rounds: int = 5, threads: int | None = None) -> None:
+        self.base_path, self.tiles, self.rounds, self.threads = Path(base), tiles, rounds, threads
+        self._base: Any = None
+
+    def __enter__(self) -> "PairedTimer":
+        from runtime.backends import open_backend
+
+        self._ctx = open_backend(str(self.base_path), backend="onnxruntime", threads=self.threads)
+        self._base = self._ctx.__enter__()
+        batch = self._base.input_shape[0]
+        self.chunks = [np.ascontiguousarray(self.tiles[i:i + batch])
+                       for i in range(0, len(self.tiles) - batch + 1, batch)]
+        self._base(self.chunks[0])                                       # warm-up
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)
+
+    def _calls(self, backend: Any, into: list[float]) -> None:
+        for chunk in self.chunks:
+            t0 = time.perf_counter()
+            backend(chunk)
+            into.append(time.perf_counter() - t0)
+
+    def ratio(self, path: Path, rounds: int | None = None) -> float:
+        """(fastest call of ``path``) / (fastest call of the base), over interleaved rounds."""
+        from runtime.backends import open_backend
+
+        base: list[float] = []
+        other_t: list[float] = []
+        with open_backend(str(path), backend="onnxruntime", threads=self.threads) as other:
+            other(self.chunks[0])                                        # warm-up
+            for r in range(rounds or self.rounds):
+                for backend, into in ((other, other_t), (self._base, base))[::(-1 if r % 2 else 1)]:
+                    self._calls(backend, into)
+        return min(other_t) / min(base)

@@ -42,17 +42,18 @@ def markdown(facts: dict, args: argparse.Namespace, written: Sequence[Any], mach
              f"- frames: {facts['frames']}", f"- evaluation: {facts['eval_data']}; PyTorch reference mIoU "
              f"{100 * ref['miou']:.2f} %", f"- {facts['calibration']}",
              f"- units that may be kept in float: {len(facts['units'])} (at most {facts['cap']} per candidate); "
-             f"always float: {', '.join(facts['forced']) or 'nothing'}", "",
+             f"always float: {', '.join(facts['forced']) or 'nothing'}", *_speed_line(facts), "",
              "## Candidates", "", *_table(candidate_rows(facts)), "",
              "Drop = PyTorch mIoU - artifact mIoU on the evaluation frames (mIoU points); agreement = pixels "
              "labelled as the reference. ms/tile (eval): measured during the evaluation run; (timed): the "
-             "finalists timed side by side, rounds interleaved. Float MACs %: share of the multiply-accumulates "
+             "finalists timed side by side, the fastest call over interleaved rounds. Float MACs %: share of the multiply-accumulates "
              "of the rankable units left in float.", "",
              "## Decision", "", f"Chosen: **{win.label}** (float: {_kept(win)}), drop {win.drop:+.3f}, "
              f"agreement {100 * win.agreement:.3f} %. Why: {facts['why']}."]
     lines += [f"- finalist {c.label}: drop {c.drop:+.3f}, {_num(c.timed_ms, '.1f')} ms/tile timed"
               for c in result.finalists]
     lines += [f"- rejected: {r}" for r in facts["rejected"]]
+    lines += _price_lines(facts) if facts["precision"] == "int8" else []
     if facts.get("trt"):
         t = facts["trt"]
         lines.append(f"- TensorRT layout of the winner (run as fake-quantised FP32 by ONNX Runtime): drop "
@@ -66,6 +67,27 @@ def markdown(facts: dict, args: argparse.Namespace, written: Sequence[Any], mach
             lines.append(f"- {method}: " + "; ".join(f"{u.name} ({u.detail})" for u in units[:12])
                          + (" ..." if len(units) > 12 else ""))
     return "\n".join(lines) + "\n"
+
+
+def _speed_line(facts: dict) -> list[str]:
+    """The header line on units kept float for speed (``export.budget.Int8Space.float_for_speed``)."""
+    speed = facts.get("speed_float")
+    if speed is None:
+        return ["- float for speed: not measured (--no-float-for-speed)"] if facts["precision"] == "int8" else []
+    fastest = sorted(speed.ratios.items(), key=lambda kv: kv[1])[:3]
+    seen = ", ".join(f"{n} {r:.3f}x" for n, r in fastest)
+    return [f"- float for speed (ONNX Runtime on this CPU, each unit alone float vs nothing float, fastest "
+            f"call of each over interleaved rounds; a unit counts when it saves more than 4 % in two timings): {speed.note}; fastest alone: {seen}"]
+
+
+def _price_lines(facts: dict) -> list[str]:
+    win, price, speed = facts["winner"], facts.get("price"), facts.get("speed_float")
+    base = "nothing float" if not facts["forced"] else f"only the always-float set ({', '.join(facts['forced'])}) float"
+    if price is None:
+        return [f"- cost of the budget on this CPU: none, the winner is its method's fastest file ({base})"]
+    return [f"- cost of the budget on this CPU: the winner takes **{price['ratio']:.3f}x** the time of "
+            f"{price['against']} ({base}), fastest calls over {price['rounds']} interleaved rounds in ONNX "
+            "Runtime"]
 
 
 def _kept(cand: Any) -> str:
@@ -95,6 +117,8 @@ def to_json(facts: dict, args: argparse.Namespace, written: Sequence[Any], machi
             "candidates": [c.record() for c in result.candidates],
             "finalists": [c.record() for c in result.finalists], "winner": facts["winner"].record(),
             "why": facts["why"], "rejected": facts["rejected"], "trt_layout": facts.get("trt"),
+            "float_for_speed": facts["speed_float"].record() if facts.get("speed_float") else None,
+            "price": facts.get("price"),
             "rankings": {m: save_units(u) for m, u in result.rankings.items()},
             "written": [str(a.path) for a in written]}
 

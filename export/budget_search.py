@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol, Sequence
 from runtime.errors import ToolkitError
 
 TIME_TIE = 0.03            # finalists within 3 % of the fastest tie: fewer float MACs, then higher agreement win
+FLOAT_GAIN = 0.04          # a unit is "faster in float" when that alone saves more than 4 % of the CPU time
 
 
 @dataclass
@@ -196,6 +197,48 @@ def choose(finalists: Sequence[Candidate], timer: Callable[[list[Path]], list[fl
               "passing candidate that could be cheaper)") if len(finalists) == 1 else \
         "fewest multiply-accumulates left in float"
     return win, reason + (" (cost proxy)" if by == "proxy" else "")
+
+
+@dataclass
+class FloatForSpeed:
+    """Units kept float because the CPU runs the model faster so (before any accuracy is asked)."""
+
+    ratios: dict[str, float]           # unit -> time with it alone float / time with nothing float
+    second: dict[str, float]           # the same, timed again (longer) for the units that looked faster
+    chosen: list[str]
+    together: float | None             # time with all of ``chosen`` float / nothing float
+    note: str
+
+    def record(self) -> dict[str, Any]:
+        return {"ratios": self.ratios, "second": self.second, "chosen": self.chosen, "together": self.together,
+                "note": self.note}
+
+
+def faster_in_float(ratios: dict[str, float], confirm: Callable[[list[str]], float],
+                    gain: float = FLOAT_GAIN, most: int = 8) -> FloatForSpeed:
+    """Which units to keep float for speed alone.
+
+    ``ratios`` holds each unit's time ratio when it alone is float (all else quantised); the (at most
+    ``most``) units below ``1 - gain`` are timed again, alone, by ``confirm([unit])`` (a second,
+    longer measurement: one short timing can be luck on a shared CPU), and those below ``1 - gain``
+    again are kept. Their set is timed together last; when together they are not faster by ``gain``
+    only the fastest one is kept. Keeping a unit float never costs accuracy, so this only narrows what
+    the search has to quantise.
+    """
+    fast = [n for _r, n in sorted((r, n) for n, r in ratios.items() if r < 1.0 - gain)][:most]
+    second = {n: confirm([n]) for n in fast}
+    kept = [n for n in fast if second[n] < 1.0 - gain]
+    together = second[kept[0]] if len(kept) == 1 else (confirm(kept) if kept else None)
+    if len(kept) > 1 and together is not None and together >= 1.0 - gain:
+        kept = [min(kept, key=second.__getitem__)]
+        together = second[kept[0]]
+    if kept:
+        note = f"{', '.join(kept)} float: {together:.3f}x the time of nothing float"
+    elif fast:
+        note = f"not confirmed by a second timing: {', '.join(fast)} seemed faster in float"
+    else:
+        note = "no unit is faster in float"
+    return FloatForSpeed(ratios, second, kept, together, note)
 
 
 def _tie_key(c: Candidate) -> tuple[float, float, float]:

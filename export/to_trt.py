@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-data", help="--max-drop: labelled held-out frames (default: the val split of --calib-data)")
     ap.add_argument("--max-float-layers", type=int, metavar="N",
                     help="--max-drop: at most N layer units kept in float per candidate (default: half)")
+    ap.add_argument("--no-float-for-speed", action="store_true",
+                    help="--int8 --max-drop: do not keep units float just because ONNX Runtime runs the model "
+                         "faster on this CPU with them float (e.g. a TensorRT-only target)")
     ap.add_argument("--workspace", type=float, help="TensorRT workspace in GiB (default 4)")
     ap.add_argument("--timing-cache", help="TensorRT timing cache file (read if present, updated)")
     ap.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
@@ -100,7 +103,8 @@ def check_flags(args: argparse.Namespace) -> None:
 def check_budget_flags(args: argparse.Namespace, need: Any) -> None:
     """--max-drop: one precision, trained weights, held-out frames; its sub-flags need it."""
     budget = args.max_drop is not None
-    sub = [f for f, v in (("--eval-data", args.eval_data), ("--max-float-layers", args.max_float_layers)) if v is not None]
+    sub = [f for f, v in (("--eval-data", args.eval_data), ("--max-float-layers", args.max_float_layers),
+                          ("--no-float-for-speed", args.no_float_for_speed or None)) if v is not None]
     need(budget or not sub, f"{', '.join(sub)} only apply to --max-drop", "add --max-drop POINTS or drop them")
     if not budget:
         return
@@ -115,8 +119,8 @@ def check_budget_flags(args: argparse.Namespace, need: Any) -> None:
          "e.g. --max-float-layers 4")
     need(bool(args.calib_data), "--max-drop needs --calib-data",
          "pass --calib-data DIR (INT8: calibration; FP16: the activation ranges)")
-    need(not (args.fp16 and (args.calib_method or args.keep_int8)), "--calib-method/--keep-int8 do not apply "
-         "to --fp16 --max-drop", "drop them")
+    need(not (args.fp16 and (args.calib_method or args.keep_int8 or args.no_float_for_speed)),
+         "--calib-method/--keep-int8/--no-float-for-speed do not apply to --fp16 --max-drop", "drop them")
 
 
 def engine_mode(backend: str, log: Any) -> tuple[bool, str]:

@@ -130,6 +130,32 @@ def test_choose_fastest_then_fewer_float_macs_on_a_tie():
     assert win is a and "proxy" in why
 
 
+def test_units_faster_in_float_are_kept_only_when_a_second_timing_confirms():
+    from export.budget_search import faster_in_float
+
+    ratios = {"attention": 0.92, "head": 0.93, "conv0": 0.95, "conv1": 0.965, "conv2": 1.10}
+    second = {"attention": 0.91, "head": 0.94, "conv0": 1.01}       # conv0's first timing was luck
+    asked: list[list[str]] = []
+
+    def confirm(together):
+        def time_it(names):
+            asked.append(names)
+            return second[names[0]] if len(names) == 1 else together
+        return time_it
+
+    out = faster_in_float(ratios, confirm(0.89))
+    assert out.chosen == ["attention", "head"] and out.together == 0.89 and out.second == second
+    assert asked == [["attention"], ["head"], ["conv0"], ["attention", "head"]]     # conv1: 3.5 % is no gain
+    worse = faster_in_float(ratios, confirm(0.99))        # together not faster: only the fastest alone
+    assert worse.chosen == ["attention"] and worse.together == 0.91
+    second.update(attention=1.0, head=0.99)
+    none = faster_in_float(ratios, confirm(0.5))
+    assert none.chosen == [] and none.together is None and "not confirmed" in none.note
+    asked.clear()
+    slow = faster_in_float({"conv1": 0.965, "conv2": 1.1}, confirm(0.5))
+    assert slow.chosen == [] and asked == [] and slow.note == "no unit is faster in float"
+
+
 def test_fp16_range_forces_producer_and_readers():
     import onnx
     from onnx import TensorProto, helper
@@ -217,7 +243,9 @@ def test_flags_of_max_drop_are_checked(setup, tmp_path):
     cases = [(base, "exactly one of --int8 or --fp16"), (base + ["--int8", "--fp16"], "exactly one"),
              (["--int8", "--max-drop", "-1"], ">= 0"), (["--int8", "--eval-data", "x"], "only apply to --max-drop"),
              (["--int8", "--max-drop", "1", "--int8-implicit"], "implicit"),
-             (["--fp16", "--max-drop", "1", "--calib-method", "max"], "do not apply")]
+             (["--fp16", "--max-drop", "1", "--calib-method", "max"], "do not apply"),
+             (["--int8", "--no-float-for-speed"], "only apply to --max-drop"),
+             (["--fp16", "--max-drop", "1", "--no-float-for-speed"], "do not apply")]
     for extra, message in cases:
         with pytest.raises(ToolkitError, match=message):
             to_trt(setup, tmp_path, *extra)
@@ -253,11 +281,15 @@ def test_int8_budget_writes_both_layouts_with_the_decision(setup, int8_run):
     assert (out / "budget_int8_maxdrop30.md").read_text().startswith("# Precision search: INT8 within 30")
     assert report["candidates"] and report["winner"]["passed"] and report["winner"]["drop"] <= 30
     assert "no shared file" in report["frames"] and report["machine"]["cpu"]
+    speed = report["float_for_speed"]          # every unit timed float on this CPU; which win is the CPU's call
+    assert len(speed["ratios"]) >= 10 and all(r > 0 for r in speed["ratios"].values())
+    assert set(speed["chosen"]) <= set(report["always_float"])
     for layout in ("ort", "trt"):
         meta = read_onnx_meta(out / f"{VARIANT}_64x128_int8_{layout}_maxdrop30.onnx")
         budget = meta.extra["budget"]
         assert meta.precision == "int8" and meta.layout == layout and budget["max_drop"] == 30.0
         assert budget["method"] == report["winner"]["method"] and budget["measured"]["drop"] <= 30
+        assert meta.extra["float_for_speed"] == speed["chosen"] and set(speed["chosen"]) <= set(meta.extra["keep_float"])
     assert not [p for p in out.iterdir() if p.name.startswith(".budget.")]      # work folder removed
 
 
@@ -280,9 +312,10 @@ def test_unmet_budget_exits_nonzero_and_writes_no_artifact(setup, int8_run, caps
     before = sorted(p.name for p in out.iterdir())
     argv = ["--model", VARIANT, "--checkpoint", setup["ckpt"], "--calib-data", setup["data"], "--calib-images", "6",
             "--out", str(out), "--backend", "onnxruntime", "--quiet", "--int8", "--max-drop", "0",
-            "--calib-method", "max", "--max-float-layers", "1"]
+            "--calib-method", "max", "--max-float-layers", "1", "--no-float-for-speed"]
     assert run_cli(main, argv) == 2
     first = capsys.readouterr()
+    assert "faster in float" not in first.out                                 # --no-float-for-speed: not timed
     assert first.err.startswith("error: no INT8 candidate stays within --max-drop 0") and "best candidate max" in first.err
     assert "reusing the PyTorch reference predictions" in first.out        # cached by the passing run before
     assert "measured, cached in sensitivity" in first.out
