@@ -35,8 +35,8 @@ from runtime.fileio import atomic_open, atomic_path, sha256_file
 DEFAULT_METHODS = ("percentile", "entropy", "max")
 SENSITIVITY_TILES = 8
 TIMING_TILES = 8
-CONFIRM_ROUNDS = 15          # the second, longer timing that confirms units faster in float
-FLOAT_SPEED_RECIPE = 2       # 2: fastest calls, each unit confirmed alone
+CONFIRM_ROUNDS = 6           # rounds per block of the second, longer timing (the first: 3)
+FLOAT_SPEED_RECIPE = 3       # 2: fastest calls, each unit confirmed alone; 3: median of 3 blocks
 
 
 def budget_tag(precision: str, layout: str | None, budget: float) -> str:

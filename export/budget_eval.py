@@ -134,50 +134,59 @@ class HeldOut:
             return {}
 
 
-def time_per_tile(paths: Sequence[Path], tiles: np.ndarray, rounds: int = 3,
+def time_per_tile(paths: Sequence[Path], tiles: np.ndarray, rounds: int = 3, blocks: int = 3,
                   threads: int | None = None) -> list[float]:
-    """Ms per tile of each artifact in ONNX Runtime: its fastest call over ``rounds`` interleaved
-    rounds of every tile (interference only adds time; see :class:`PairedTimer`)."""
+    """Ms per tile of each artifact in ONNX Runtime: per block, its fastest call over ``rounds``
+    interleaved rounds of every tile; the median over ``blocks`` blocks (see :class:`PairedTimer`)."""
     from contextlib import ExitStack
 
     from runtime.backends import open_backend
 
     with ExitStack() as stack:
-        backends = [stack.enter_context(open_backend(str(p), backend="onnxruntime", threads=threads)) for p in paths]
+        backends = [stack.enter_context(open_backend(str(p), backend="onnxruntime", threads=threads, spin=True))
+                    for p in paths]
         batch = backends[0].input_shape[0]
         chunks = [np.ascontiguousarray(tiles[i:i + batch]) for i in range(0, len(tiles) - batch + 1, batch)]
         for b in backends:
             b(chunks[0])                                   # warm-up
-        best = [float("inf")] * len(backends)
-        for r in range(rounds):
-            order = list(enumerate(backends))
-            for i, b in order[::(-1 if r % 2 else 1)]:
-                for chunk in chunks:
-                    t0 = time.perf_counter()
-                    b(chunk)
-                    best[i] = min(best[i], time.perf_counter() - t0)
-    return [1e3 * t / batch for t in best]
+        per_block = []
+        for _ in range(blocks):
+            best = [float("inf")] * len(backends)
+            for r in range(rounds):
+                for i, b in list(enumerate(backends))[::(-1 if r % 2 else 1)]:
+                    for chunk in chunks:
+                        t0 = time.perf_counter()
+                        b(chunk)
+                        best[i] = min(best[i], time.perf_counter() - t0)
+            per_block.append(best)
+    return [1e3 * float(t) / batch for t in np.median(np.array(per_block), axis=0)]
 
 
 class PairedTimer:
     """Times ONNX Runtime artifacts against one base artifact, each as a ratio of CPU time.
 
-    Rounds alternate the base and the other artifact (the order flipping every round), each running
-    every tile once, and the ratio is of the *fastest* call of each: interference from other work on
-    a shared CPU only ever adds time, so the minimum over many calls is the steadiest estimate of a
-    file's own cost (on machine B, one file against itself: 0.99-1.02 with 5 rounds of 8 tiles, where
-    the median of per-round ratios wandered by 10 %). The base session stays open; each other
-    artifact is opened, warmed up, timed and closed.
+    A block runs the base and the other artifact in alternating rounds (the order flipping every
+    round), each round calling every tile once, and takes the ratio of the *fastest* call of each:
+    interference from other work on a shared CPU only ever adds time. The ratio is the median over
+    ``blocks`` blocks, since a whole block can still be disturbed (on machine B, busy neighbours:
+    single blocks of one file against itself ranged 0.88-1.07, the median of three 0.99-1.03, and
+    the median of per-round time ratios wandered by 10 %). Idle threads may spin, as in a benchmark.
+    The base session stays open; each other artifact is opened, warmed up, timed and closed.
     """
 
-    def __init__(self, base: Path, tiles: np.ndarray, rounds: int = 5, threads: int | None = None) -> None:
-        self.base_path, self.tiles, self.rounds, self.threads = Path(base), tiles, rounds, threads
+    def __init__(self, base: Path, tiles: np.ndarray, rounds: int = 3, blocks: int = 3,
+                 threads: int | None = None) -> None:
+        self.base_path, self.tiles, self.rounds, self.blocks = Path(base), tiles, rounds, blocks
+        self.threads = threads
         self._base: Any = None
 
-    def __enter__(self) -> "PairedTimer":
+    def _open(self, path: Path) -> Any:
         from runtime.backends import open_backend
 
-        self._ctx = open_backend(str(self.base_path), backend="onnxruntime", threads=self.threads)
+        return open_backend(str(path), backend="onnxruntime", threads=self.threads, spin=True)
+
+    def __enter__(self) -> "PairedTimer":
+        self._ctx = self._open(self.base_path)
         self._base = self._ctx.__enter__()
         batch = self._base.input_shape[0]
         self.chunks = [np.ascontiguousarray(self.tiles[i:i + batch])
@@ -188,21 +197,22 @@ class PairedTimer:
     def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)
 
-    def _calls(self, backend: Any, into: list[float]) -> None:
+    def _fastest(self, backend: Any, best: float) -> float:
         for chunk in self.chunks:
             t0 = time.perf_counter()
             backend(chunk)
-            into.append(time.perf_counter() - t0)
+            best = min(best, time.perf_counter() - t0)
+        return best
 
     def ratio(self, path: Path, rounds: int | None = None) -> float:
-        """(fastest call of ``path``) / (fastest call of the base), over interleaved rounds."""
-        from runtime.backends import open_backend
-
-        base: list[float] = []
-        other_t: list[float] = []
-        with open_backend(str(path), backend="onnxruntime", threads=self.threads) as other:
+        """Median over blocks of (fastest call of ``path``) / (fastest call of the base)."""
+        ratios = []
+        with self._open(path) as other:
             other(self.chunks[0])                                        # warm-up
-            for r in range(rounds or self.rounds):
-                for backend, into in ((other, other_t), (self._base, base))[::(-1 if r % 2 else 1)]:
-                    self._calls(backend, into)
-        return min(other_t) / min(base)
+            for _ in range(self.blocks):
+                best = {"other": float("inf"), "base": float("inf")}
+                for r in range(rounds or self.rounds):
+                    for name, backend in (("other", other), ("base", self._base))[::(-1 if r % 2 else 1)]:
+                        best[name] = self._fastest(backend, best[name])
+                ratios.append(best["other"] / best["base"])
+        return float(np.median(ratios))

@@ -46,7 +46,7 @@ def markdown(facts: dict, args: argparse.Namespace, written: Sequence[Any], mach
              "## Candidates", "", *_table(candidate_rows(facts)), "",
              "Drop = PyTorch mIoU - artifact mIoU on the evaluation frames (mIoU points); agreement = pixels "
              "labelled as the reference. ms/tile (eval): measured during the evaluation run; (timed): the "
-             "finalists timed side by side, the fastest call over interleaved rounds. Float MACs %: share of the multiply-accumulates "
+             "finalists timed side by side (fastest call over interleaved rounds, median of 3 blocks). Float MACs %: share of the multiply-accumulates "
              "of the rankable units left in float.", "",
              "## Decision", "", f"Chosen: **{win.label}** (float: {_kept(win)}), drop {win.drop:+.3f}, "
              f"agreement {100 * win.agreement:.3f} %. Why: {facts['why']}."]

@@ -4,6 +4,8 @@ from __future__ import annotations
 from runtime.apps.benchmark import main
 from runtime.apps.cli import run_cli
 
+from test_backends import tiny  # noqa: F401  (fixture)
+
 
 def test_failed_backend_row_says_error_once(tmp_path, capsys):
     broken = tmp_path / "broken.onnx"
@@ -13,3 +15,23 @@ def test_failed_backend_row_says_error_once(tmp_path, capsys):
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(str(broken)))
     assert code == 1 and "error: " in row and "error: error" not in row
+
+
+def test_profile_splits_kernel_time_by_operator_and_node(tiny, tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from runtime.apps.profile import main as profile
+
+    out = tmp_path / "profile.json"
+    assert run_cli(profile, [str(tiny["onnx"]), "--runs", "3", "--warmup", "1", "--threads", "1", "--top", "3",
+                             "--out", str(out)]) == 0
+    prof = json.loads(out.read_text())["artifacts"][str(tiny["onnx"])]
+    assert prof["runs"] == 3 and 0 < prof["kernel_ms"] and "Conv" in " ".join(prof["ops"])
+    assert sum(prof["ops"].values()) == pytest.approx(prof["kernel_ms"])
+    assert sum(ms for _op, _name, ms in prof["nodes"]) == pytest.approx(prof["kernel_ms"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("machine: ") and "by operator type:" in printed and "slowest 3 nodes:" in printed
+    assert run_cli(profile, [str(tmp_path / "missing.onnx")]) == 2
+    assert "ONNX file not found" in capsys.readouterr().err

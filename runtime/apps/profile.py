@@ -1,0 +1,130 @@
+"""Where the time of an ONNX artifact goes in ONNX Runtime on this CPU: kernel time per operator
+type and the slowest nodes, from ONNX Runtime's own profiler.
+
+    python -m runtime.profile artifacts/model_int8_ort.onnx [more.onnx] --runs 40 --threads 2 [--top 12]
+
+Each artifact runs ``--runs`` times on one seeded random batch of its static input shape (after
+``--warmup`` untimed runs) in a session like the runtime's (all graph optimisations, the given
+threads); the profiler's per-node kernel times are summed per operator type and per node and
+divided by the runs. The nodes are ONNX Runtime's, after its fusions (``QLinearConv``,
+``ReorderOutput``, ...), so this shows what the CPU actually executes: e.g. why an INT8 file with a
+quantised softmax is slower than one with a float softmax. Kernel times leave out the time between
+kernels, so the total is below the wall time per run (both are printed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from runtime.apps.cli import non_negative_int, positive_int
+from runtime.errors import ToolkitError
+from runtime.fileio import atomic_open
+from runtime.sysinfo import describe, machine_info
+
+
+def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | None = None) -> dict[str, Any]:
+    """``{"ops": {op: ms/run}, "nodes": [[op, node, ms/run], ...], "kernel_ms", "wall_ms"}``, slowest first."""
+    import onnxruntime as ort
+
+    from runtime.artifact import read_onnx_meta
+
+    if not Path(path).is_file():
+        raise ToolkitError(f"ONNX file not found: {path}", fix="check the path or export it first")
+    try:
+        meta = read_onnx_meta(Path(path))
+    except ToolkitError:                # a plain ONNX file: its own input shape
+        meta = None
+    with tempfile.TemporaryDirectory(prefix="ort_profile_") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT's pybind exception types
+            raise ToolkitError(f"ONNX Runtime cannot load {path}", found=str(exc)[:300]) from None
+        inp = sess.get_inputs()[0]
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        if meta is not None and len(shape) == 4:
+            shape = [meta.batch, 3, *meta.crop]
+        x = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+        for _ in range(warmup):
+            sess.run(None, x)
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tmp, "profile")
+        sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        for _ in range(warmup):
+            sess.run(None, x)
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            sess.run(None, x)
+        wall = (time.perf_counter() - t0) * 1e3 / runs
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    return summarise(events, runs, warmup, wall)
+
+
+def summarise(events: list[dict], runs: int, skip: int, wall_ms: float) -> dict[str, Any]:
+    """Per-op and per-node ms/run from ONNX Runtime profiler events, leaving out the first ``skip``
+    runs (the profiled session's own warm-up)."""
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    cut = starts[skip] if len(starts) > skip else 0
+    ops: Counter = Counter()
+    nodes: Counter = Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e.get("ts", 0) >= cut:
+            op = e.get("args", {}).get("op_name", "?")
+            ops[op] += e["dur"]
+            nodes[(op, e["name"][:-len("_kernel_time")])] += e["dur"]
+    per_run = 1e-3 / runs
+    return {"ops": {op: us * per_run for op, us in ops.most_common()},
+            "nodes": [[op, name, us * per_run] for (op, name), us in nodes.most_common()],
+            "kernel_ms": sum(ops.values()) * per_run, "wall_ms": wall_ms, "runs": runs}
+
+
+def report_lines(path: str, prof: dict[str, Any], top: int) -> list[str]:
+    total = prof["kernel_ms"] or 1.0
+    lines = [f"{path}: {prof['wall_ms']:.2f} ms per run (wall), {prof['kernel_ms']:.2f} ms in kernels, "
+             f"{prof['runs']} runs", "  by operator type:"]
+    lines += [f"    {op:<28} {ms:8.3f} ms  {100 * ms / total:5.1f} %" for op, ms in list(prof["ops"].items())[:top]]
+    lines.append(f"  slowest {min(top, len(prof['nodes']))} nodes:")
+    lines += [f"    {op:<22} {name[:72]:<72} {ms:8.3f} ms" for op, name, ms in prof["nodes"][:top]]
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m runtime.profile", description=__doc__.split("\n\n")[0])
+    ap.add_argument("artifacts", nargs="+", help=".onnx files")
+    ap.add_argument("--runs", type=positive_int, default=20, help="profiled runs per artifact (default 20)")
+    ap.add_argument("--warmup", type=non_negative_int, default=3, help="untimed runs first (default 3)")
+    ap.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: its own)")
+    ap.add_argument("--top", type=positive_int, default=12, help="operator types and nodes listed (default 12)")
+    ap.add_argument("--out", help="also write the figures as JSON")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    info = machine_info()
+    print(f"machine: {describe(info)}")
+    results = {}
+    for path in args.artifacts:
+        results[path] = profile_artifact(path, args.runs, args.warmup, args.threads)
+        print("\n".join(report_lines(path, results[path], args.top)))
+    if args.out:
+        with atomic_open(Path(args.out), "w") as f:
+            json.dump({"machine": info, "threads": args.threads, "artifacts": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    from runtime.apps.cli import run_cli
+
+    raise SystemExit(run_cli(main))
