@@ -76,8 +76,10 @@ def _speed_line(facts: dict) -> list[str]:
         return ["- float for speed: not measured (--no-float-for-speed)"] if facts["precision"] == "int8" else []
     fastest = sorted(speed.ratios.items(), key=lambda kv: kv[1])[:3]
     seen = ", ".join(f"{n} {r:.3f}x" for n, r in fastest)
+    again = ", ".join(f"{n} {r:.3f}x" for n, r in speed.second.items())
     return [f"- float for speed (ONNX Runtime on this CPU, each unit alone float vs nothing float, fastest "
-            f"call of each over interleaved rounds; a unit counts when it saves more than 4 % in two timings): {speed.note}; fastest alone: {seen}"]
+            f"call of each over interleaved rounds, median of 3 blocks; a unit counts when it saves more than "
+            f"4 % in two timings): {speed.note}; fastest alone: {seen}" + (f"; timed again: {again}" if again else "")]
 
 
 def _price_lines(facts: dict) -> list[str]:

@@ -46,7 +46,7 @@ def test_library_never_imports_the_apps():
             assert not any(n.startswith("runtime.apps") for n in names), f"{rel} imports {names}"
 
 
-ALIASES = ("evaluate", "benchmark", "segment", "video_demo", "video_benchmark", "serve")
+ALIASES = ("evaluate", "benchmark", "profile", "segment", "video_demo", "video_benchmark", "serve")
 
 
 @pytest.mark.parametrize("name", ALIASES)

@@ -14,6 +14,7 @@ COMMANDS = {
     "export": "export.to_trt",
     "evaluate": "runtime.apps.evaluate",
     "benchmark": "runtime.apps.benchmark",
+    "profile": "runtime.apps.profile",
     "segment": "runtime.apps.segment",
     "video-demo": "runtime.apps.video_demo",
     "export-triton": "export.to_triton",
@@ -33,6 +34,7 @@ def export_onnx() -> None: _run("export-onnx")        # noqa: E704
 def export() -> None: _run("export")                  # noqa: E704
 def evaluate() -> None: _run("evaluate")              # noqa: E704
 def benchmark() -> None: _run("benchmark")            # noqa: E704
+def profile() -> None: _run("profile")                # noqa: E704
 def segment() -> None: _run("segment")                # noqa: E704
 def video_demo() -> None: _run("video-demo")          # noqa: E704
 def export_triton() -> None: _run("export-triton")    # noqa: E704
