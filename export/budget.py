@@ -36,7 +36,8 @@ DEFAULT_METHODS = ("percentile", "entropy", "max")
 SENSITIVITY_TILES = 8
 TIMING_TILES = 8
 CONFIRM_ROUNDS = 6           # rounds per block of the second, longer timing (the first: 3)
-FLOAT_SPEED_RECIPE = 3       # 2: fastest calls, each unit confirmed alone; 3: median of 3 blocks
+FLOAT_SPEED_SECONDS = 240    # about this much timing for the first pass; beyond it, the largest units are not timed
+FLOAT_SPEED_RECIPE = 4       # 2: fastest calls, each unit confirmed alone; 3: median of 3 blocks; 4: denormals flushed on the caller
 
 
 def budget_tag(precision: str, layout: str | None, budget: float) -> str:
@@ -99,8 +100,10 @@ class Int8Space:
             from tqdm import tqdm
 
             with PairedTimer(self.build(method, ()), tiles, threads=threads) as timer:
+                order = speed_order(self.units)
+                fit = max(2, int(FLOAT_SPEED_SECONDS / timer.seconds_per_ratio()))     # the attention, the head
                 ratios = {}
-                for unit in tqdm(self.units, desc="CPU time with one unit float", unit="layer", leave=False,
+                for unit in tqdm(order[:fit], desc="CPU time with one unit float", unit="layer", leave=False,
                                  disable=None if self.progress else True):
                     path = self.work / f"speed_{digest([method, unit.name])[:16]}.onnx"
                     self.quantize(method, (unit.name,), "ort", path)
@@ -108,10 +111,13 @@ class Int8Space:
                     path.unlink()
                 out = faster_in_float(ratios, lambda names: timer.ratio(self.build(method, names),
                                                                          rounds=CONFIRM_ROUNDS))
+            if len(ratios) < len(order):
+                out.note += (f" (timed {len(ratios)} of {len(order)} units, the attention and head first, then "
+                             f"the smallest: about {FLOAT_SPEED_SECONDS} s of timing at "
+                             f"{1e3 * timer.call_s:.0f} ms per call)")
             with atomic_open(cache, "w") as f:
                 json.dump({"key": key, **out.record()}, f, indent=1, sort_keys=True)
-            self.log(f"units faster in float on this CPU: {out.note} (timed {len(ratios)} units, "
-                     f"cached in {cache.name})")
+            self.log(f"units faster in float on this CPU: {out.note} (cached in {cache.name})")
         if out.chosen:
             self.speed_float = list(out.chosen)
             self.forced += [n for n in out.chosen if n not in self.forced]
@@ -219,6 +225,16 @@ class Fp16Space:
             model, _kept = convert_fp16(self.model, self.forced + list(keep))
             onnx.save(model, str(path))
         return path
+
+
+def speed_order(units: Sequence[Unit]) -> list[Unit]:
+    """The order units are timed float in: the attention and the head (non-convolution INT8 kernels:
+    a quantised softmax, requantised logits) first, then by multiply-accumulates, smallest first: where
+    a unit's compute is small next to its quantise / dequantise traffic, float has the best chance."""
+    from calibration.graph import ATTENTION, HEAD
+
+    named = [u for u in units if u.name in (ATTENTION, HEAD)]
+    return named + sorted((u for u in units if u not in named), key=lambda u: u.macs)
 
 
 def _read_json(path: Path) -> dict | None:

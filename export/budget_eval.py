@@ -174,6 +174,8 @@ class PairedTimer:
     The base session stays open; each other artifact is opened, warmed up, timed and closed.
     """
 
+    ROUND_SECONDS = 0.1        # a round calls as many tiles as fit in this (at least one, at most all)
+
     def __init__(self, base: Path, tiles: np.ndarray, rounds: int = 3, blocks: int = 3,
                  threads: int | None = None) -> None:
         self.base_path, self.tiles, self.rounds, self.blocks = Path(base), tiles, rounds, blocks
@@ -189,10 +191,17 @@ class PairedTimer:
         self._ctx = self._open(self.base_path)
         self._base = self._ctx.__enter__()
         batch = self._base.input_shape[0]
-        self.chunks = [np.ascontiguousarray(self.tiles[i:i + batch])
-                       for i in range(0, len(self.tiles) - batch + 1, batch)]
-        self._base(self.chunks[0])                                       # warm-up
+        chunks = [np.ascontiguousarray(self.tiles[i:i + batch]) for i in range(0, len(self.tiles) - batch + 1, batch)]
+        self._base(chunks[0])                                            # warm-up
+        t0 = time.perf_counter()
+        self._base(chunks[0])
+        self.call_s = time.perf_counter() - t0
+        self.chunks = chunks[:max(1, min(len(chunks), int(self.ROUND_SECONDS / max(self.call_s, 1e-6)) + 1))]
         return self
+
+    def seconds_per_ratio(self, rounds: int | None = None) -> float:
+        """About how long one :meth:`ratio` takes (for planning a series)."""
+        return 2 * self.blocks * (rounds or self.rounds) * len(self.chunks) * self.call_s
 
     def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)

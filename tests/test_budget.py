@@ -156,6 +156,15 @@ def test_units_faster_in_float_are_kept_only_when_a_second_timing_confirms():
     assert slow.chosen == [] and asked == [] and slow.note == "no unit is faster in float"
 
 
+def test_speed_order_times_attention_and_head_first_then_the_smallest():
+    from calibration.budget import Unit
+    from export.budget import speed_order
+
+    units = [Unit("big", ("a",), 9e9), Unit("head", ("h",), 5e8), Unit("small", ("b",), 1e6),
+             Unit("attention", ("m",), 2e9), Unit("mid", ("c",), 1e8)]
+    assert [u.name for u in speed_order(units)] == ["head", "attention", "small", "mid", "big"]
+
+
 def test_fp16_range_forces_producer_and_readers():
     import onnx
     from onnx import TensorProto, helper
@@ -254,10 +263,14 @@ def test_flags_of_max_drop_are_checked(setup, tmp_path):
 
 @pytest.fixture(scope="module")
 def int8_run(setup, tmp_path_factory):
+    import export.budget
+
     out = tmp_path_factory.mktemp("int8_budget")
     lines: list[str] = []
-    code = _logged(lambda: to_trt(setup, out, "--int8", "--max-drop", "30", "--calib-method", "max,percentile"),
-                   lines)
+    with pytest.MonkeyPatch.context() as mp:          # no time for timing: only the attention and head are timed
+        mp.setattr(export.budget, "FLOAT_SPEED_SECONDS", 0)
+        code = _logged(lambda: to_trt(setup, out, "--int8", "--max-drop", "30", "--calib-method", "max,percentile"),
+                       lines)
     return {"out": out, "code": code, "lines": lines}
 
 
@@ -281,8 +294,9 @@ def test_int8_budget_writes_both_layouts_with_the_decision(setup, int8_run):
     assert (out / "budget_int8_maxdrop30.md").read_text().startswith("# Precision search: INT8 within 30")
     assert report["candidates"] and report["winner"]["passed"] and report["winner"]["drop"] <= 30
     assert "no shared file" in report["frames"] and report["machine"]["cpu"]
-    speed = report["float_for_speed"]          # every unit timed float on this CPU; which win is the CPU's call
-    assert len(speed["ratios"]) >= 10 and all(r > 0 for r in speed["ratios"].values())
+    speed = report["float_for_speed"]          # units timed float on this CPU; which win is the CPU's call
+    assert sorted(speed["ratios"]) == ["attention", "head"] and all(r > 0 for r in speed["ratios"].values())
+    assert "(timed 2 of " in speed["note"] and "the attention and head first" in speed["note"]
     assert set(speed["chosen"]) <= set(report["always_float"])
     for layout in ("ort", "trt"):
         meta = read_onnx_meta(out / f"{VARIANT}_64x128_int8_{layout}_maxdrop30.onnx")

@@ -25,12 +25,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from runtime.apps.cli import non_negative_int, positive_int
+from runtime.denormals import flush_denormals
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_open
 from runtime.sysinfo import describe, machine_info
 
 
-def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | None = None) -> dict[str, Any]:
+def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | None = None,
+                     flush: bool = True) -> dict[str, Any]:
     """``{"ops": {op: ms/run}, "nodes": [[op, node, ms/run], ...], "kernel_ms", "wall_ms"}``, slowest first."""
     import onnxruntime as ort
 
@@ -47,6 +49,10 @@ def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | 
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        if flush:                                # as the runtime's backend: see runtime.denormals
+            opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tmp, "profile")
         try:
             sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT's pybind exception types
@@ -56,17 +62,13 @@ def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | 
         if meta is not None and len(shape) == 4:
             shape = [meta.batch, 3, *meta.crop]
         x = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-        for _ in range(warmup):
-            sess.run(None, x)
-        opts.enable_profiling = True
-        opts.profile_file_prefix = os.path.join(tmp, "profile")
-        sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-        for _ in range(warmup):
-            sess.run(None, x)
-        t0 = time.perf_counter()
-        for _ in range(runs):
-            sess.run(None, x)
-        wall = (time.perf_counter() - t0) * 1e3 / runs
+        with flush_denormals(flush):
+            for _ in range(warmup):
+                sess.run(None, x)
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                sess.run(None, x)
+            wall = (time.perf_counter() - t0) * 1e3 / runs
         events = json.loads(Path(sess.end_profiling()).read_text())
     return summarise(events, runs, warmup, wall)
 
@@ -106,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=non_negative_int, default=3, help="untimed runs first (default 3)")
     ap.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: its own)")
     ap.add_argument("--top", type=positive_int, default=12, help="operator types and nodes listed (default 12)")
+    ap.add_argument("--no-flush-denormals", action="store_true",
+                    help="keep IEEE denormal floats (the runtime flushes them to zero: see runtime/denormals.py)")
     ap.add_argument("--out", help="also write the figures as JSON")
     return ap
 
@@ -116,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {describe(info)}")
     results = {}
     for path in args.artifacts:
-        results[path] = profile_artifact(path, args.runs, args.warmup, args.threads)
+        results[path] = profile_artifact(path, args.runs, args.warmup, args.threads, not args.no_flush_denormals)
         print("\n".join(report_lines(path, results[path], args.top)))
     if args.out:
         with atomic_open(Path(args.out), "w") as f:

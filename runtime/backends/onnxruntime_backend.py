@@ -16,6 +16,7 @@ import numpy as np
 
 from runtime.artifact import read_onnx_meta
 from runtime.backends.base import Backend, as_output, check_meta_shapes
+from runtime.denormals import flush_denormals
 from runtime.errors import ToolkitError
 
 SHORT_PROVIDERS = {
@@ -114,7 +115,9 @@ class OnnxRuntimeBackend(Backend):
     (intra-op threads; None = ORT default, all cores), ``trt_cache_dir`` (TensorRT EP engine cache),
     ``spin`` (let idle intra-op threads busy-wait: off by default, since spinning threads take the CPU
     from the capture / stitching threads of the demo and from other processes on a small device),
-    ``flush_denormals`` (treat denormal floats as zero: on by default, much faster on x86 CPUs).
+    ``flush_denormals`` (treat denormal floats as zero: on by default, much faster on x86 CPUs; set on
+    ORT's pool threads by the session option and on the calling thread by
+    :func:`runtime.denormals.flush_denormals`, which the option reaches only once per process).
     """
 
     name = "onnxruntime"
@@ -179,7 +182,8 @@ class OnnxRuntimeBackend(Backend):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         feed = {self._input_name: batch.astype(self._input_dtype, copy=False)}
-        out = self._session.run(None, feed)[0]
+        with flush_denormals(self.flush_denormals):   # the calling thread too (the session option misses it)
+            out = self._session.run(None, feed)[0]
         return as_output(out, self.output_kind)
 
     def describe(self) -> dict[str, Any]:
