@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from runtime import denormals
+
 Infer = Callable[[np.ndarray], Any]
 
 
@@ -42,7 +44,12 @@ def ort_session(path: Path, threads: int, flush_denormals: bool = True, level: s
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with denormals.flush_denormals(flush_denormals):     # the option misses the calling thread
+            return sess.run(None, {name: x})[0]
+
+    return run
 
 
 def torch_runner(model: Any, threads: int, flush_denormals: bool = False, autocast: str | None = None) -> Infer:
