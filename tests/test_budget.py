@@ -165,6 +165,39 @@ def test_speed_order_times_attention_and_head_first_then_the_smallest():
     assert [u.name for u in speed_order(units)] == ["head", "attention", "small", "mid", "big"]
 
 
+def test_paired_timer_gives_the_other_files_time_over_the_base(setup, tmp_path):
+    """A file against itself is about 1; a file with ~6x the work of the base is well above 1 (never
+    below: the ratio is other / base)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.budget_eval import PairedTimer
+    from test_backends import export_onnx
+
+    base = export_onnx(Path(setup["ckpt"]), tmp_path / "base")
+    heavy = onnx.load(str(base))                 # x + 0 * conv(conv(x)): the same output, far more work
+    g, x = heavy.graph, heavy.graph.input[0].name
+    rng = np.random.default_rng(0)
+    g.initializer.extend([onnx.numpy_helper.from_array(rng.standard_normal((128, 3, 3, 3)).astype(np.float32), "w1"),
+                          onnx.numpy_helper.from_array(rng.standard_normal((3, 128, 3, 3)).astype(np.float32), "w2"),
+                          onnx.numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    first = [n for n in g.node if x in n.input]
+    extra = [helper.make_node("Conv", [x, "w1"], ["h1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h1", "w2"], ["h2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["h2", "zero"], ["h3"]), helper.make_node("Add", [x, "h3"], ["x_same"])]
+    for node in first:
+        node.input[:] = ["x_same" if i == x else i for i in node.input]
+    nodes = extra + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    heavy_path = tmp_path / "heavy.onnx"
+    onnx.save(heavy, str(heavy_path))
+    tiles = rng.standard_normal((4, 3, 64, 128)).astype(np.float32)
+    with PairedTimer(base, tiles, threads=1) as timer:
+        same, slower = timer.ratio(base), timer.ratio(heavy_path)
+    assert 0.5 < same < 2.0 and slower > 1.5 * same
+
+
 def test_fp16_range_forces_producer_and_readers():
     import onnx
     from onnx import TensorProto, helper
