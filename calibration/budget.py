@@ -180,7 +180,7 @@ def int8_sensitivity(full_qdq: Callable[[], Any], fp32_model: Any, units: Sequen
     cache misses; without ``unit_float``, ``full_qdq()`` must be TensorRT-layout and :func:`strip_qdq`
     makes them). The score of a unit is the fall of the logit error when that unit alone is float
     (see the module doc)."""
-    cached = _read_cache(cache, key)
+    cached = read_cache(cache, key)
     reused = cached is not None
     if cached is None:
         full = full_qdq()
@@ -197,7 +197,7 @@ def int8_sensitivity(full_qdq: Callable[[], Any], fp32_model: Any, units: Sequen
             cached[unit.name] = {"score": all_rel - rel,
                                  "detail": f"float: logit error {all_rel:.2e} -> {rel:.2e}, pixels differing "
                                            f"{100 * all_dis:.2f}% -> {100 * dis:.2f}%"}
-        _write_cache(cache, key, cached)
+        write_cache(cache, key, cached)
     return rank(units, cached), reused
 
 
@@ -217,7 +217,8 @@ def _iterate(units: Sequence[Unit], progress: Any, desc: str) -> Iterable[Unit]:
     return tqdm(units, desc=desc, unit="layer", leave=False, disable=None if progress else True)
 
 
-def _read_cache(path: Path, key: dict) -> dict | None:
+def read_cache(path: Path, key: dict) -> dict | None:
+    """The ``scores`` of a keyed JSON cache file, or None when it is missing, unreadable or of another key."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -225,7 +226,8 @@ def _read_cache(path: Path, key: dict) -> dict | None:
     return data.get("scores") if data.get("key") == key else None
 
 
-def _write_cache(path: Path, key: dict, scores: dict) -> None:
+def write_cache(path: Path, key: dict, scores: dict) -> None:
+    """Write ``{"key": key, "scores": scores}`` atomically (read back by :func:`read_cache`)."""
     with atomic_open(path, "w") as f:
         json.dump({"key": key, "scores": scores}, f, indent=1, sort_keys=True)
 

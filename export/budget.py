@@ -18,7 +18,6 @@ Everything the search tries lives in a temporary folder; the chosen artifacts an
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ from calibration.budget import Unit
 from export.pipeline import INT8_RECIPE, Artifact, CalibRequest
 from export.to_onnx import artifact_name, digest
 from runtime.errors import ToolkitError
-from runtime.fileio import atomic_open, atomic_path, sha256_file
+from runtime.fileio import atomic_path, sha256_file
 
 DEFAULT_METHODS = ("percentile", "entropy", "max")
 SENSITIVITY_TILES = 8
@@ -72,8 +71,7 @@ class Int8Space:
         from calibration.qdq import excluded_nodes
 
         self.units = layer_units(self.pre_model, excluded_nodes(self.pre, self.forced))
-        cap = self.max_float
-        self.cap = len(self.units) // 2 if cap is None else min(cap, len(self.units))
+        self.cap = len(self.units) // 2 if self.max_float is None else min(self.max_float, len(self.units))
         self.total_macs = sum(u.macs for u in self.units)
 
     def float_for_speed(self, tiles: np.ndarray, threads: int | None = None) -> Any:
@@ -82,6 +80,7 @@ class Int8Space:
         second timing, see ``budget_search.faster_in_float``). Cached per machine and runtime."""
         import onnxruntime as ort
 
+        from calibration.budget import read_cache, write_cache
         from export.budget_eval import PairedTimer
         from export.budget_search import FloatForSpeed, faster_in_float
         from runtime.sysinfo import machine_info
@@ -92,10 +91,10 @@ class Int8Space:
                "tiles": len(tiles), "cpu": info["cpu"], "isa": info["isa_features"], "cpus": info["threads"],
                "onnxruntime": ort.__version__, "threads": threads}
         cache = self.cdir / f"floatspeed{FLOAT_SPEED_RECIPE}_{digest(key)[:16]}.json"
-        found = _read_json(cache)
-        if found is not None and found.get("key") == key:
+        found = read_cache(cache, key)
+        if found is not None:
             self.log(f"units faster in float on this CPU: reused {cache.name}")
-            out = FloatForSpeed(found["ratios"], found["second"], found["chosen"], found["together"], found["note"])
+            out = FloatForSpeed(**found)
         else:
             from tqdm import tqdm
 
@@ -115,8 +114,7 @@ class Int8Space:
                 out.note += (f" (timed {len(ratios)} of {len(order)} units, the attention and head first, then "
                              f"the smallest: about {FLOAT_SPEED_SECONDS} s of timing at "
                              f"{1e3 * timer.call_s:.0f} ms per call)")
-            with atomic_open(cache, "w") as f:
-                json.dump({"key": key, **out.record()}, f, indent=1, sort_keys=True)
+            write_cache(cache, key, out.record())
             self.log(f"units faster in float on this CPU: {out.note} (cached in {cache.name})")
         if out.chosen:
             self.speed_float = list(out.chosen)
@@ -235,13 +233,6 @@ def speed_order(units: Sequence[Unit]) -> list[Unit]:
 
     named = [u for u in units if u.name in (ATTENTION, HEAD)]
     return named + sorted((u for u in units if u not in named), key=lambda u: u.macs)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def sensitivity_tiles(calib: Any, count: int = SENSITIVITY_TILES) -> np.ndarray:

@@ -83,7 +83,7 @@ def _speed_line(facts: dict) -> list[str]:
 
 
 def _price_lines(facts: dict) -> list[str]:
-    win, price, speed = facts["winner"], facts.get("price"), facts.get("speed_float")
+    price = facts.get("price")
     base = "nothing float" if not facts["forced"] else f"only the always-float set ({', '.join(facts['forced'])}) float"
     if price is None:
         return [f"- cost of the budget on this CPU: none, the winner is its method's fastest file ({base})"]

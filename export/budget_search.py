@@ -11,7 +11,7 @@ listed as such. The finalists (the smallest passing k of every method) are then 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -210,8 +210,7 @@ class FloatForSpeed:
     note: str
 
     def record(self) -> dict[str, Any]:
-        return {"ratios": self.ratios, "second": self.second, "chosen": self.chosen, "together": self.together,
-                "note": self.note}
+        return asdict(self)
 
 
 def faster_in_float(ratios: dict[str, float], confirm: Callable[[list[str]], float],
