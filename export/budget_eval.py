@@ -134,32 +134,47 @@ class HeldOut:
             return {}
 
 
+def _open_timed(path: Path, threads: int | None) -> Any:
+    """An ONNX Runtime backend for timing (idle threads may spin, as in a benchmark)."""
+    from runtime.backends import open_backend
+
+    return open_backend(str(path), backend="onnxruntime", threads=threads, spin=True)
+
+
+def _chunks(tiles: np.ndarray, batch: int) -> list[np.ndarray]:
+    """``tiles`` as full static batches (a last partial batch is left out)."""
+    return [np.ascontiguousarray(tiles[i:i + batch]) for i in range(0, len(tiles) - batch + 1, batch)]
+
+
+def _block_minimums(backends: Sequence[Any], chunks: Sequence[np.ndarray], rounds: int, blocks: int) -> np.ndarray:
+    """(blocks, len(backends)) seconds: per block, each backend's fastest call over ``rounds`` rounds
+    of every chunk, the backends' order flipping every round."""
+    out = np.full((blocks, len(backends)), np.inf)
+    order = list(enumerate(backends))
+    for block in range(blocks):
+        for r in range(rounds):
+            for i, backend in order[::(-1 if r % 2 else 1)]:
+                for chunk in chunks:
+                    t0 = time.perf_counter()
+                    backend(chunk)
+                    out[block, i] = min(out[block, i], time.perf_counter() - t0)
+    return out
+
+
 def time_per_tile(paths: Sequence[Path], tiles: np.ndarray, rounds: int = 3, blocks: int = 3,
                   threads: int | None = None) -> list[float]:
     """Ms per tile of each artifact in ONNX Runtime: per block, its fastest call over ``rounds``
     interleaved rounds of every tile; the median over ``blocks`` blocks (see :class:`PairedTimer`)."""
     from contextlib import ExitStack
 
-    from runtime.backends import open_backend
-
     with ExitStack() as stack:
-        backends = [stack.enter_context(open_backend(str(p), backend="onnxruntime", threads=threads, spin=True))
-                    for p in paths]
+        backends = [stack.enter_context(_open_timed(p, threads)) for p in paths]
         batch = backends[0].input_shape[0]
-        chunks = [np.ascontiguousarray(tiles[i:i + batch]) for i in range(0, len(tiles) - batch + 1, batch)]
+        chunks = _chunks(tiles, batch)
         for b in backends:
             b(chunks[0])                                   # warm-up
-        per_block = []
-        for _ in range(blocks):
-            best = [float("inf")] * len(backends)
-            for r in range(rounds):
-                for i, b in list(enumerate(backends))[::(-1 if r % 2 else 1)]:
-                    for chunk in chunks:
-                        t0 = time.perf_counter()
-                        b(chunk)
-                        best[i] = min(best[i], time.perf_counter() - t0)
-            per_block.append(best)
-    return [1e3 * float(t) / batch for t in np.median(np.array(per_block), axis=0)]
+        fastest = _block_minimums(backends, chunks, rounds, blocks)
+    return [1e3 * float(t) / batch for t in np.median(fastest, axis=0)]
 
 
 class PairedTimer:
@@ -182,16 +197,10 @@ class PairedTimer:
         self.threads = threads
         self._base: Any = None
 
-    def _open(self, path: Path) -> Any:
-        from runtime.backends import open_backend
-
-        return open_backend(str(path), backend="onnxruntime", threads=self.threads, spin=True)
-
     def __enter__(self) -> "PairedTimer":
-        self._ctx = self._open(self.base_path)
+        self._ctx = _open_timed(self.base_path, self.threads)
         self._base = self._ctx.__enter__()
-        batch = self._base.input_shape[0]
-        chunks = [np.ascontiguousarray(self.tiles[i:i + batch]) for i in range(0, len(self.tiles) - batch + 1, batch)]
+        chunks = _chunks(self.tiles, self._base.input_shape[0])
         self._base(chunks[0])                                            # warm-up
         t0 = time.perf_counter()
         self._base(chunks[0])
@@ -206,22 +215,9 @@ class PairedTimer:
     def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)
 
-    def _fastest(self, backend: Any, best: float) -> float:
-        for chunk in self.chunks:
-            t0 = time.perf_counter()
-            backend(chunk)
-            best = min(best, time.perf_counter() - t0)
-        return best
-
     def ratio(self, path: Path, rounds: int | None = None) -> float:
         """Median over blocks of (fastest call of ``path``) / (fastest call of the base)."""
-        ratios = []
-        with self._open(path) as other:
+        with _open_timed(path, self.threads) as other:
             other(self.chunks[0])                                        # warm-up
-            for _ in range(self.blocks):
-                best = {"other": float("inf"), "base": float("inf")}
-                for r in range(rounds or self.rounds):
-                    for name, backend in (("other", other), ("base", self._base))[::(-1 if r % 2 else 1)]:
-                        best[name] = self._fastest(backend, best[name])
-                ratios.append(best["other"] / best["base"])
-        return float(np.median(ratios))
+            fastest = _block_minimums([other, self._base], self.chunks, rounds or self.rounds, self.blocks)
+        return float(np.median(fastest[:, 0] / fastest[:, 1]))
