@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import platform
 import sys
 from typing import Iterator
@@ -38,15 +39,9 @@ _SET = bytes([0x48, 0x83, 0xEC, 0x08,          # sub rsp, 8
               0x48, 0x83, 0xC4, 0x08,          # add rsp, 8
               0xC3])                           # ret
 
-_routines: tuple | None = None
-_tried = False
-
-
+@functools.lru_cache(maxsize=None)
 def _load() -> tuple | None:
-    global _routines, _tried
-    if _tried:
-        return _routines
-    _tried = True
+    """(page, get_mxcsr, set_mxcsr), made once per process; None where it cannot be done."""
     if platform.machine().lower() not in ("x86_64", "amd64") or sys.platform not in ("linux", "darwin"):
         return None
     try:
@@ -57,13 +52,11 @@ def _load() -> tuple | None:
         base = ctypes.addressof(ctypes.c_char.from_buffer(page))
         get = ctypes.CFUNCTYPE(ctypes.c_uint32)(base)
         put = ctypes.CFUNCTYPE(None, ctypes.c_uint32)(base + 16)
-        before = get()
-        if before & ~0xFFFF:                               # not an MXCSR word: refuse to touch it
-            return None
-        _routines = (page, get, put)                       # the page must outlive the functions
     except (OSError, ValueError, AttributeError):
-        _routines = None
-    return _routines
+        return None
+    if get() & ~0xFFFF:                                    # not an MXCSR word: refuse to touch it
+        return None
+    return page, get, put                                  # the page must outlive the functions
 
 
 def available() -> bool:
