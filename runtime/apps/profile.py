@@ -38,14 +38,13 @@ def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | 
 
     from runtime.artifact import read_onnx_meta
 
-    if not Path(path).is_file():
-        raise ToolkitError(f"ONNX file not found: {path}", fix="check the path or export it first")
     try:
         meta = read_onnx_meta(Path(path))
     except ToolkitError:                # a plain ONNX file: its own input shape
         meta = None
     with tempfile.TemporaryDirectory(prefix="ort_profile_") as tmp:
         opts = ort.SessionOptions()
+        opts.log_severity_level = 4             # a file that fails to load raises below; no profiler complaint
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
@@ -116,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = [p for p in args.artifacts if not Path(p).is_file()]
+    if missing:
+        raise ToolkitError(f"ONNX file not found: {missing[0]}", fix="check the path or export it first")
     info = machine_info()
     print(f"machine: {describe(info)}")
     results = {}
