@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -83,11 +85,121 @@ def remove_stale_temporaries(final: str | os.PathLike) -> list[Path]:
             continue
         if stale:
             with contextlib.suppress(FileNotFoundError):
-                size = tmp.stat().st_size
-                tmp.unlink()
+                size = _remove(tmp)
                 removed.append(tmp)
                 print(f"note: removed {tmp} ({size / 2**20:.1f} MB), a temporary left by an interrupted "
                       f"writer of {final.name}", file=sys.stderr)
+    return removed
+
+
+def _remove(path: Path) -> int:
+    """Delete a file or a folder (a temporary one: whole trees); returns the bytes it held."""
+    if path.is_dir() and not path.is_symlink():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        shutil.rmtree(path)
+        return size
+    size = path.stat().st_size
+    path.unlink()
+    return size
+
+
+@contextlib.contextmanager
+def temporary_dir(beside: str | os.PathLike) -> Iterator[Path]:
+    """A scratch folder ``.NAME.PID.XXXXXXXX.tmp`` beside ``beside``, removed when the block exits.
+
+    It lies on the same file system as ``beside``, so what is built in it can be renamed into place
+    (:func:`install_dir`, :func:`place_files`); folders that killed writers left under that name are
+    removed first (:func:`remove_stale_temporaries`), so a SIGKILL leaves nothing the next run keeps.
+    """
+    final = Path(beside)
+    ensure_writable_dir(final.parent, flag=None)
+    remove_stale_temporaries(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def install_dir(built: Path, final: Path) -> None:
+    """Put the finished folder ``built`` (made by :func:`temporary_dir` beside ``final``) at ``final``.
+
+    A plain rename where ``final`` does not exist; otherwise the two are swapped in one step and the
+    old folder, now under the temporary name, goes when the temporary does. Where no atomic swap
+    exists, the old folder is first renamed to a temporary name of its own: a SIGKILL between the
+    two renames leaves no ``final`` at all (never old and new files mixed), and the next run removes
+    the old folder.
+    """
+    if not final.exists():
+        os.rename(built, final)
+        return
+    if _exchange(built, final):
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
+    os.rename(final, aside)          # onto the empty folder just made
+    os.rename(built, final)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+JOURNAL_PREFIX, JOURNAL_SUFFIX = ".placing.", ".journal"
+
+
+def place_files(moves: list[tuple[Path, Path]]) -> None:
+    """Rename finished files (``(staged, final)`` pairs, finals in one folder) onto their final names
+    as one set: a run leaves all of them or, once the next writer ran :func:`undo_unfinished_placements`,
+    none. A journal listing the final names is written first and removed last; a writer killed
+    between the renames leaves its journal behind."""
+    if not moves:
+        return
+    folder = Path(moves[0][1]).parent
+    journal = folder / f"{JOURNAL_PREFIX}{os.getpid()}.{os.urandom(4).hex()}{JOURNAL_SUFFIX}"
+    with atomic_open(journal, "w") as f:
+        json.dump({"files": [Path(final).name for _staged, final in moves]}, f)
+    for staged, final in moves:
+        os.replace(staged, final)
+    journal.unlink()
+
+
+def undo_unfinished_placements(folder: str | os.PathLike) -> list[Path]:
+    """Remove every file of a :func:`place_files` set whose writer is gone before it finished (its
+    journal is still there), so no incomplete set survives; returns the files removed."""
+    removed: list[Path] = []
+    try:
+        journals = sorted(p for p in Path(folder).iterdir()
+                          if p.name.startswith(JOURNAL_PREFIX) and p.name.endswith(JOURNAL_SUFFIX))
+    except OSError:
+        return removed
+    for journal in journals:
+        pid = journal.name[len(JOURNAL_PREFIX):].split(".")[0]
+        if not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        try:
+            names = json.loads(journal.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            names = []
+        gone = [journal.parent / Path(str(name)).name for name in names]
+        gone = [p for p in gone if p.is_file()]
+        for path in gone:
+            path.unlink()
+        journal.unlink(missing_ok=True)
+        if gone:
+            print(f"note: removed {', '.join(p.name for p in gone)}: an incomplete set of files left by an "
+                  "interrupted run", file=sys.stderr)
+        removed += gone
     return removed
 
 

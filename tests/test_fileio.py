@@ -10,9 +10,30 @@ from pathlib import Path
 
 import pytest
 
-from runtime.fileio import PROCESS_START, atomic_open, remove_stale_temporaries
+from runtime.fileio import (PROCESS_START, atomic_open, install_dir, place_files, remove_stale_temporaries,
+                            temporary_dir, undo_unfinished_placements)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def kill_at_marker(code: str, marker: Path, timeout: float = 180) -> int:
+    """Run ``code`` in a fresh Python (repository root as cwd); once it creates ``marker`` (it then waits),
+    SIGKILL it. Returns its exit status (``-SIGKILL``)."""
+    proc = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + code],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not marker.exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _out, err = proc.communicate()
+    assert marker.exists(), f"never reached the moment to kill: {err.decode()[-2000:]}"
+    return proc.returncode
+
+
+PAUSE = ("def pause(marker):\n"
+         "    import time\n"
+         "    open(marker, 'w').close()\n"
+         "    time.sleep(600)\n")
 
 
 def dead_pid() -> int:
@@ -66,3 +87,53 @@ def test_sigkill_mid_export_leaves_a_temporary_that_the_next_run_removes(tmp_pat
     assert main(["--model", "tiny_cityscapes", "--random-init", "--out", str(out), "--no-simplify"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["tiny_cityscapes_64x128.onnx"]
     assert f"removed {stale[0]}" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_a_killed_writers_temporary_folder_goes_with_the_next_run(tmp_path):
+    final = tmp_path / "work"
+    code = PAUSE + (f"from runtime.fileio import temporary_dir\n"
+                    f"with temporary_dir({str(final)!r}) as tmp:\n"
+                    f"    (tmp / 'part.bin').write_bytes(bytes(1000))\n"
+                    f"    pause({str(tmp_path / 'marker')!r})\n")
+    assert kill_at_marker(code, tmp_path / "marker") == -signal.SIGKILL
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".work.")]
+    assert len(stale) == 1 and (stale[0] / "part.bin").is_file()
+    with temporary_dir(final) as tmp:
+        assert tmp.is_dir() and f".{os.getpid()}." in tmp.name and not stale[0].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["marker"]
+
+
+def test_install_dir_replaces_a_folder_as_a_whole(tmp_path):
+    final = tmp_path / "repo"
+    for content in ("old", "new"):
+        with temporary_dir(final) as tmp:
+            (tmp / content).write_text(content)
+            install_dir(tmp, final)
+    assert sorted(p.name for p in final.iterdir()) == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]       # the old folder went with the temporary
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_a_set_of_files_placed_by_a_killed_writer_is_removed_by_the_next(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("another run's file")
+    code = PAUSE + (f"import os\nfrom pathlib import Path\nfrom runtime.fileio import place_files\n"
+                    f"out = Path({str(out)!r})\nreal = os.replace\n"
+                    f"def replace(src, dst):\n"
+                    f"    real(src, dst)\n"
+                    f"    if not Path(dst).name.startswith('.'):\n"      # not the journal's own rename
+                    f"        pause({str(tmp_path / 'marker')!r})\n"
+                    f"os.replace = replace\n"
+                    f"for name in ('a.onnx', 'b.onnx', 'c.json'):\n"
+                    f"    (out / ('.' + name + '.staged')).write_text(name)\n"
+                    f"place_files([(out / ('.' + n + '.staged'), out / n) for n in ('a.onnx', 'b.onnx', 'c.json')])\n")
+    assert kill_at_marker(code, tmp_path / "marker") == -signal.SIGKILL
+    assert (out / "a.onnx").is_file() and not (out / "b.onnx").exists()     # killed after the first rename
+    assert undo_unfinished_placements(out) == [out / "a.onnx"]
+    assert "a.onnx: an incomplete set" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".b.onnx.staged", ".c.json.staged", "keep.txt"]
+    place_files([(out / ".b.onnx.staged", out / "b.onnx"), (out / ".c.json.staged", out / "c.json")])
+    assert sorted(p.name for p in out.iterdir()) == ["b.onnx", "c.json", "keep.txt"]
+    assert undo_unfinished_placements(out) == []                          # a finished set is left alone
