@@ -177,3 +177,72 @@ def test_serving_path_imports_no_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+def _listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_failed_repository_leaves_nothing_and_clashes_are_refused_first(tiny, tmp_path):  # noqa: F811
+    from export.to_triton import main
+
+    out = tmp_path / "repo"
+    with pytest.raises(ToolkitError, match="artifact not found"):          # a good artifact, then a missing one
+        main(["--artifacts", str(tiny["onnx"]), str(tmp_path / "missing.onnx"), "--out", str(out)])
+    twin = tmp_path / "elsewhere" / tiny["onnx"].name
+    twin.parent.mkdir()
+    shutil.copy(tiny["onnx"], twin)
+    with pytest.raises(ToolkitError, match="same Triton model name"):
+        main(["--artifacts", str(tiny["onnx"]), str(twin), "--out", str(out)])
+    assert _listing(tmp_path) == ["elsewhere"]                          # no model folder, no temporary
+
+    def refuse(configs):
+        assert len(configs) == 2 and all(c.is_file() for c in configs)
+        raise ToolkitError("a config.pbtxt does not parse with Triton's model_config.proto")
+
+    with pytest.raises(ToolkitError, match="does not parse"):
+        write_repository([tiny["onnx"]], out, RepoOptions(), check=refuse, **QUIET)
+    assert _listing(tmp_path) == ["elsewhere"]                          # written, but not checked: not placed
+
+
+def test_an_existing_out_is_refused_without_force_and_replaced_whole_with_it(tiny, tmp_path, capsys):  # noqa: F811
+    from export.to_triton import main
+    from runtime.apps.cli import run_cli
+
+    out = tmp_path / "repo"
+    assert main(["--artifacts", str(tiny["labels_onnx"]), "--out", str(out), "--max-batch", "0"]) == 0
+    old = _listing(out)
+    capsys.readouterr()
+    assert run_cli(main, ["--artifacts", str(tiny["onnx"]), "--out", str(out), "--max-batch", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--force" in err and "--out" in err
+    assert _listing(out) == old                                         # untouched
+    assert main(["--artifacts", str(tiny["onnx"]), "--out", str(out), "--max-batch", "0", "--force"]) == 0
+    models = [e["model"] for e in json.loads((out / "repository.json").read_text())["models"]]
+    assert _listing(out) == sorted(models + ["repository.json"]) and "tiny_cityscapes_64x128" in models
+    assert _listing(tmp_path) == ["repo"]                               # the old repository went as a whole
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_sigkill_mid_repository_leaves_nothing_servable(tiny, tmp_path, capsys):  # noqa: F811
+    import signal
+
+    from export.to_triton import main
+    from test_fileio import PAUSE, kill_at_marker
+
+    out = tmp_path / "repo"
+    argv = ["--artifacts", str(tiny["onnx"]), str(tiny["labels_onnx"]), "--out", str(out), "--max-batch", "0"]
+    code = PAUSE + ("import runpy\nimport runtime.triton.repo as repo\nreal = repo.write_frame_model\n"
+                    "def first_model_written(*a, **k):\n"
+                    "    name = real(*a, **k)\n"
+                    f"    pause({str(tmp_path / 'marker')!r})\n"
+                    "repo.write_frame_model = first_model_written\n"
+                    f"sys.argv = ['export/to_triton.py', *{argv!r}]\n"
+                    "runpy.run_path('export/to_triton.py', run_name='__main__')\n")
+    assert kill_at_marker(code, tmp_path / "marker") == -signal.SIGKILL
+    assert not out.exists()                                             # nothing Triton could load
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".repo.")]
+    assert len(stale) == 1 and (stale[0] / "tiny_cityscapes_64x128_frame" / "config.pbtxt").is_file()
+    assert main(argv) == 0
+    assert _listing(tmp_path) == ["marker", "repo"] and f"removed {stale[0]}" in capsys.readouterr().err
+    assert len(json.loads((out / "repository.json").read_text())["models"]) == 4

@@ -94,8 +94,10 @@ def prepare_repo(args: argparse.Namespace) -> Path:
         raise ToolkitError("pass one repository directory, or artifact files, not both")
     from runtime.triton.repo import write_repository
 
-    write_repository(sources, args.repo, repo_options(args, "python", "cpu"))
-    return Path(args.repo)
+    repo = Path(args.repo)     # a repository written here before is replaced as a whole; other files are kept
+    write_repository(sources, repo, repo_options(args, "python", "cpu"), replace=(repo / "repository.json").is_file(),
+                     exists_fix="choose another --repo (only a repository written by the toolkit is replaced)")
+    return repo
 
 
 def _interrupt(*_: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from runtime.artifact import ArtifactMeta, read_onnx_meta, read_sidecar
 from runtime.errors import ToolkitError
-from runtime.fileio import atomic_open, ensure_writable_dir, sha256_file
+from runtime.fileio import atomic_open, ensure_writable_dir, install_dir, sha256_file, temporary_dir
 
 PLATFORMS = ("onnxruntime", "python")
 KINDS = ("cpu", "gpu")
@@ -220,29 +220,71 @@ def write_frame_model(tile_io: dict[str, Any], meta: ArtifactMeta, out: Path, op
     return name
 
 
-def write_repository(artifacts: Sequence[str | Path], out: str | Path, opts: RepoOptions,
-                     log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Write the repository; returns one entry per model (also saved as ``repository.json``)."""
-    opts.check()
-    out = ensure_writable_dir(out)
-    if not artifacts:
-        raise ToolkitError("no artifacts given", fix="pass --artifacts A.onnx [B.engine ...]")
-    entries: list[dict[str, Any]] = []
+def planned_models(artifacts: Sequence[str | Path], frame_model: bool) -> list[str]:
+    """The model names a repository of ``artifacts`` will hold; unknown files and clashes are refused
+    here, before anything is written."""
+    names: list[str] = []
     for art in map(Path, artifacts):
         if not art.is_file():
             raise ToolkitError(f"artifact not found: {art}")
-        tile_io, meta = write_tile_model(art, out, opts, log)
+        if art.suffix.lower() not in (".onnx", ".engine", ".plan"):
+            raise ToolkitError(f"cannot serve {art.name}", expected="a .onnx or .engine artifact")
+        names += [model_name(art)] + ([f"{model_name(art)}_frame"] if frame_model else [])
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ToolkitError("two artifacts map to the same Triton model name", found=", ".join(clashes),
+                           fix="rename one of the artifacts")
+    return names
+
+
+def check_out(out: Path, replace: bool, fix: str) -> None:
+    """``out`` must be new, an empty folder, or (with ``replace``) a folder to replace as a whole."""
+    if out.exists() and not out.is_dir():
+        raise ToolkitError(f"{out} exists and is not a folder", fix=fix)
+    if out.is_dir() and any(out.iterdir()) and not replace:
+        what = "a model repository" if (out / "repository.json").is_file() else "files"
+        raise ToolkitError(f"{out} already holds {what}; a repository is written into a new folder", fix=fix)
+
+
+def write_repository(artifacts: Sequence[str | Path], out: str | Path, opts: RepoOptions,
+                     log: Callable[[str], None] = print, replace: bool = False,
+                     check: Callable[[list[Path]], None] | None = None,
+                     exists_fix: str = "choose a new output folder") -> list[dict[str, Any]]:
+    """Write the repository; returns one entry per model (also saved as ``repository.json``).
+
+    Atomic: the whole repository is built in a temporary folder beside ``out`` and renamed into place
+    only once every model is written and ``check`` (given every config.pbtxt) passed; a failure or a
+    SIGKILL leaves no servable part (the next run removes the temporary of a killed writer). An
+    existing non-empty ``out`` is refused (``exists_fix`` says how to proceed) unless ``replace``:
+    then the new repository replaces it as a whole, never old models beside new ones.
+    """
+    opts.check()
+    out = Path(out)
+    if not artifacts:
+        raise ToolkitError("no artifacts given", fix="pass --artifacts A.onnx [B.engine ...]")
+    planned_models(artifacts, opts.frame_model)
+    check_out(out, replace, exists_fix)
+    with temporary_dir(out) as tmp:
+        entries = _write_models(artifacts, tmp, out, opts, log)
+        _write_text(tmp / "repository.json", json.dumps({"models": entries}, indent=1) + "\n")
+        if check is not None:
+            check([tmp / e["model"] / "config.pbtxt" for e in entries])
+        check_out(out, replace, exists_fix)         # (a folder that appeared meanwhile)
+        install_dir(tmp, out)
+    return entries
+
+
+def _write_models(artifacts: Sequence[str | Path], tmp: Path, out: Path, opts: RepoOptions,
+                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    for art in map(Path, artifacts):
+        tile_io, meta = write_tile_model(art, tmp, opts, log)
         name = tile_io["model"]
         entries.append({"model": name, "role": "tile", "artifact": str(art), "max_batch_size": tile_io["max_batch_size"],
                         "precision": meta.precision, "crop": list(meta.crop)})
-        log(f"wrote {out / name} (tile model, max_batch_size {tile_io['max_batch_size']})")
+        log(f"{out / name}: tile model, max_batch_size {tile_io['max_batch_size']}")
         if opts.frame_model:
-            frame = write_frame_model(tile_io, meta, out, opts)
+            frame = write_frame_model(tile_io, meta, tmp, opts)
             entries.append({"model": frame, "role": "frame", "tile_model": name})
-            log(f"wrote {out / frame} (frame model: RGB frame in, label map out)")
-    names = [e["model"] for e in entries]
-    if len(set(names)) != len(names):
-        raise ToolkitError("two artifacts map to the same Triton model name", found=", ".join(names),
-                           fix="rename one of the artifacts")
-    _write_text(out / "repository.json", json.dumps({"models": entries}, indent=1) + "\n")
+            log(f"{out / frame}: frame model (RGB frame in, label map out)")
     return entries
