@@ -12,14 +12,16 @@ frames. FP16 (``--fp16 --max-drop X``): tensors that come near FP16's range on t
 force their nodes to FP32; then units are added to FP32 by peak magnitude until the drop fits
 (cost: float32 MACs, the artifact is for TensorRT; the CPU time is reported).
 
-Everything the search tries lives in a temporary folder; the chosen artifacts and the report
-(``budget_<precision>_maxdrop<X>.json`` / ``.md``) are written only when the budget is met.
+Everything the search tries lives in a temporary folder (``.budget.PID.XXXXXXXX.tmp`` beside the
+FP32 ONNX; one a killed run left is removed by the next run). The chosen artifacts and the report
+(``budget_<precision>_maxdrop<X>.json`` / ``.md``) are written only when the budget is met, all
+finished in that folder first and then renamed into place as one set: a run killed between the
+renames leaves a journal, and the next ``--max-drop`` run removes the files of that incomplete set.
 """
 from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,7 +31,8 @@ from calibration.budget import Unit
 from export.pipeline import INT8_RECIPE, Artifact, CalibRequest
 from export.to_onnx import artifact_name, digest
 from runtime.errors import ToolkitError
-from runtime.fileio import atomic_path, sha256_file
+from runtime.fileio import (atomic_path, place_files, remove_stale_temporaries, sha256_file, temporary_dir,
+                            undo_unfinished_placements)
 
 DEFAULT_METHODS = ("percentile", "entropy", "max")
 SENSITIVITY_TILES = 8
@@ -249,6 +252,8 @@ def budget_artifacts(args: argparse.Namespace, log: Callable[[str], None]) -> tu
     from runtime.fileio import ensure_writable_dir
 
     ensure_writable_dir(args.out)
+    undo_unfinished_placements(args.out)         # a killed run's incomplete set of budgeted files ...
+    remove_stale_temporaries(Path(args.out) / "budget")     # ... and its work folder
     list_source_images(args.calib_data)          # bad calibration data fails before any file is written
     source = resolve_source(args.model, args.checkpoint, args.random_init)
     if source.random_init:
@@ -275,8 +280,7 @@ def run_budget(args: argparse.Namespace, fp32: Artifact, source: Any, log: Calla
     held = HeldOut(dataset, fp32.meta.variant, str(source.checkpoint) if source.checkpoint else None,
                    fp32.meta.crop, fp32.path.parent / "calibration", log=log)
     log(f"PyTorch reference mIoU {100 * held.reference['miou']:.2f} % on {len(dataset)} held-out frames")
-    with tempfile.TemporaryDirectory(prefix=".budget.", dir=fp32.path.parent) as tmp:
-        work = Path(tmp)
+    with temporary_dir(fp32.path.parent / "budget") as work:
         if args.int8:
             written, facts = _int8(args, fp32, calib, held, work, progress, log)
         else:
@@ -284,7 +288,8 @@ def run_budget(args: argparse.Namespace, fp32: Artifact, source: Any, log: Calla
         if held.reused:
             log(f"{held.reused} candidate scores reused from {held.scores_path.name} (same artifact bytes, same frames)")
         facts.update(frames=frames, eval_data=eval_desc, reference=held.reference)
-        report = write_report(fp32, facts, args, written)
+        report = write_report(fp32, facts, args, written, staging=work)
+        place_files([(work / path.name, path) for path in [a.path for a in written] + list(report)])
     log(f"report: {report[0]} and {report[1].name}")
     return written
 
@@ -363,7 +368,7 @@ def _write_int8(args: argparse.Namespace, fp32: Artifact, space: Int8Space, win:
                  "keep_float": space.forced + list(win.keep), "kept_float_nodes": kept,
                  "float_for_speed": space.speed_float,
                  "source_onnx_sha256": space.sha, **_decision(args, win, figures[layout], layout)}
-        out.append(_place(fp32, src, "int8", layout, budget_tag("int8", layout, args.max_drop), extra))
+        out.append(_stage(fp32, src, "int8", layout, budget_tag("int8", layout, args.max_drop), extra, work))
     return out
 
 
@@ -379,8 +384,9 @@ def _budget_entry(args: argparse.Namespace, win: Any, fig: dict, layout: str) ->
             "calib_data": args.calib_data}
 
 
-def _place(fp32: Artifact, src: Path, precision: str, layout: str, tag: str, extra: dict) -> Artifact:
-    """Copy a candidate file to its final name with its metadata (atomic)."""
+def _stage(fp32: Artifact, src: Path, precision: str, layout: str, tag: str, extra: dict, work: Path) -> Artifact:
+    """A candidate file with its metadata under its final name, in ``work`` (``run_budget`` places
+    the whole set); the Artifact carries the final path."""
     import onnx
 
     from export.to_onnx import write_meta
@@ -388,12 +394,12 @@ def _place(fp32: Artifact, src: Path, precision: str, layout: str, tag: str, ext
     path = fp32.path.with_name(artifact_name(fp32.meta, tag))
     base = {k: v for k, v in fp32.meta.extra.items() if k in ("versions", "opset", "exporter")}
     meta = fp32.meta.replace(precision=precision, layout=layout, extra={**base, **extra})
-    with atomic_path(path) as tmp:
-        shutil.copyfile(src, tmp)
-        proto = onnx.load(str(tmp))
-        write_meta(proto, meta)
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
+    staged = work / path.name
+    shutil.copyfile(src, staged)
+    proto = onnx.load(str(staged))
+    write_meta(proto, meta)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(staged))
     return Artifact("fp16" if precision == "fp16" else f"int8-{layout}", path, meta, False)
 
 
@@ -416,7 +422,7 @@ def _fp16(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work:
     extra = {"keep_fp32": kept, "kept_fp32_nodes": kept, "forced_fp32_by_range": space.by_range,
              "source_onnx_sha256": sha256_file(fp32.path),
              **_decision(args, win, _figures(win), layout_name(kept))}
-    art = _place(fp32, win.path, "fp16", layout_name(kept), budget_tag("fp16", None, args.max_drop), extra)
+    art = _stage(fp32, win.path, "fp16", layout_name(kept), budget_tag("fp16", None, args.max_drop), extra, work)
     facts = {"precision": "fp16", "result": result, "winner": win, "why": f"{why}; {explain(result, win)}",
              "rejected": [],
              "units": space.units, "total_macs": space.total_macs, "forced": space.forced, "cap": space.cap,

@@ -125,7 +125,10 @@ def to_json(facts: dict, args: argparse.Namespace, written: Sequence[Any], machi
             "written": [str(a.path) for a in written]}
 
 
-def write_report(fp32: Any, facts: dict, args: argparse.Namespace, written: Sequence[Any]) -> tuple[Path, Path]:
+def write_report(fp32: Any, facts: dict, args: argparse.Namespace, written: Sequence[Any],
+                 staging: Path | None = None) -> tuple[Path, Path]:
+    """The report's final paths (JSON, Markdown); written there, or under the same names in
+    ``staging`` when the caller places them (with the artifacts, as one set)."""
     from runtime.sysinfo import describe, machine_info
 
     from export.budget import budget_tag
@@ -133,9 +136,10 @@ def write_report(fp32: Any, facts: dict, args: argparse.Namespace, written: Sequ
     info = machine_info()
     stem = fp32.path.parent / f"budget_{budget_tag(facts['precision'], None, args.max_drop)}"
     jpath, mpath = Path(f"{stem}.json"), Path(f"{stem}.md")
-    with atomic_open(jpath, "w") as f:
+    folder = fp32.path.parent if staging is None else Path(staging)
+    with atomic_open(folder / jpath.name, "w") as f:
         json.dump(to_json(facts, args, written, info), f, indent=1, default=str)
-    with atomic_open(mpath, "w") as f:
+    with atomic_open(folder / mpath.name, "w") as f:
         f.write(markdown(facts, args, written, describe(info)))
     return jpath, mpath
 

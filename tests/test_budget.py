@@ -390,3 +390,60 @@ def test_fp16_budget(setup, tmp_path):
     report = json.loads((tmp_path / "budget_fp16_maxdrop0.5.json").read_text())
     assert meta.precision == "fp16" and meta.extra["budget"]["measured"]["drop"] <= 0.5
     assert report["winner"]["passed"] and report["precision"] == "fp16"
+
+
+# -- interruptions: a real SIGKILL mid-search and mid-placement ----------------------------------
+def _killed_budget_run(setup, int8_run, tmp_path: Path, patch: str) -> Path:
+    """A copy of the int8 run's FP32 ONNX and caches; a budget run on it in a subprocess, SIGKILLed
+    where ``patch`` calls ``pause(MARKER)``. Returns the output folder."""
+    import signal
+
+    from test_fileio import PAUSE, kill_at_marker
+
+    out = tmp_path / "out"
+    shutil.copytree(int8_run["out"] / "calibration", out / "calibration")
+    shutil.copy(int8_run["out"] / f"{VARIANT}_64x128.onnx", out)
+    argv = ["--model", VARIANT, "--checkpoint", setup["ckpt"], "--calib-data", setup["data"], "--calib-images", "6",
+            "--out", str(out), "--backend", "onnxruntime", "--quiet", "--int8", "--max-drop", "30",
+            "--calib-method", "max,percentile"]
+    code = (PAUSE + f"MARKER = {str(tmp_path / 'marker')!r}\nimport export.budget\n"
+            "export.budget.FLOAT_SPEED_SECONDS = 0\n" + patch + f"from export.to_trt import main\nmain({argv!r})\n")
+    assert kill_at_marker(code, tmp_path / "marker") == -signal.SIGKILL
+    return out
+
+
+def _unmet(setup, out: Path) -> None:
+    """A later budget run in the same folder (one that meets nothing and writes nothing)."""
+    with pytest.raises(ToolkitError, match="no INT8 candidate"):
+        to_trt(setup, out, "--int8", "--max-drop", "0", "--calib-method", "max", "--max-float-layers", "1",
+               "--no-float-for-speed")
+
+
+def test_sigkill_mid_search_leaves_no_work_folder_after_the_next_run(setup, int8_run, tmp_path):
+    patch = ("import export.budget_eval as be\n"
+             "def score(self, path):\n"
+             "    pause(MARKER)\n"
+             "be.HeldOut.score = score\n")
+    out = _killed_budget_run(setup, int8_run, tmp_path, patch)
+    work = [p for p in out.iterdir() if p.name.startswith(".budget.")]
+    assert len(work) == 1 and list(work[0].glob("*.onnx"))               # killed with candidates built
+    with pytest.MonkeyPatch.context() as mp:
+        import export.budget
+
+        mp.setattr(export.budget, "FLOAT_SPEED_SECONDS", 0)
+        assert to_trt(setup, out, "--int8", "--max-drop", "30", "--calib-method", "max,percentile") == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]       # no work folder, no journal
+
+
+def test_sigkill_after_the_first_budgeted_file_leaves_no_incomplete_set(setup, int8_run, tmp_path):
+    patch = ("import os\nfrom pathlib import Path\nreal = os.replace\n"
+             "def replace(src, dst):\n"
+             "    real(src, dst)\n"
+             "    if Path(dst).name.endswith('_int8_ort_maxdrop30.onnx'):\n"
+             "        pause(MARKER)\n"
+             "os.replace = replace\n")
+    out = _killed_budget_run(setup, int8_run, tmp_path, patch)
+    assert (out / f"{VARIANT}_64x128_int8_ort_maxdrop30.onnx").is_file()   # killed right after it was placed
+    _unmet(setup, out)
+    assert not list(out.glob("*maxdrop30*")), "an incomplete set of budgeted files survived the next run"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]       # no work folder, no journal
