@@ -178,7 +178,7 @@ def agreement_study(args: argparse.Namespace, log: Callable) -> dict:
             "fp16_all": make_fp16(fp32, verifier, keep=(), log=log)}
     arts["int8_trt"], arts["int8_ort"], arts["int8_fp16"] = make_int8(fp32, calibration_set(fp32, req), req,
                                                                       verifier, log=log)
-    val = open_dataset(args.calib_data, split="val")
+    val = open_dataset(args.calib_data, split="val", label_ids_flag=None)
     tiler = Tiler()
     labels: dict[str, list[np.ndarray]] = {}
     meters = {k: ConfusionMeter(meta.num_classes) for k in arts}

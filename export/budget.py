@@ -274,7 +274,7 @@ def run_budget(args: argparse.Namespace, fp32: Artifact, source: Any, log: Calla
 
     progress = not args.quiet
     calib = calibration_set(fp32, CalibRequest(args.calib_data, max_images=args.calib_images or 500), progress)
-    dataset, eval_desc = open_held_out(args.eval_data, args.calib_data)
+    dataset, eval_desc = open_held_out(args.eval_data, args.calib_data, label_ids=args.label_ids or "labelIds")
     frames = check_disjoint(dataset, calib, args.calib_data)
     log(f"{frames}; evaluation frames: {eval_desc}")
     held = HeldOut(dataset, fp32.meta.variant, str(source.checkpoint) if source.checkpoint else None,
@@ -353,21 +353,22 @@ def _figures(c: Any) -> dict:
 
 def _write_int8(args: argparse.Namespace, fp32: Artifact, space: Int8Space, win: Any, work: Path, trt_path: Path,
                 figures: dict) -> list[Artifact]:
-    from calibration.qdq import excluded_nodes, trt_layout_problems
     import onnx
 
-    problems = trt_layout_problems(onnx.load(str(trt_path)))
-    if problems:
-        raise ToolkitError("the TensorRT Q/DQ layout check failed: " + "; ".join(problems[:5]))
+    from calibration.qdq import excluded_nodes
+    from export.pipeline import TRT_TARGETS, fusion_check
+
     name, pct = space.parse(win.method)
     kept = excluded_nodes(space.pre, space.forced + list(win.keep))
+    fusion = fusion_check(onnx.load(str(trt_path)), "weak", kept, "the budget's TensorRT-layout file").counts()
     out = []
     for layout, src in (("ort", win.path), ("trt", trt_path)):
         extra = {"calibration": {"method": name, "percentile": pct, "tiles": len(space.calib),
                                  "images": space.calib.n_images, "set_key": space.calib.key},
                  "keep_float": space.forced + list(win.keep), "kept_float_nodes": kept,
                  "float_for_speed": space.speed_float,
-                 "source_onnx_sha256": space.sha, **_decision(args, win, figures[layout], layout)}
+                 "source_onnx_sha256": space.sha, **_decision(args, win, figures[layout], layout),
+                 **({"trt_target": TRT_TARGETS["weak"], "fusion": fusion} if layout == "trt" else {})}
         out.append(_stage(fp32, src, "int8", layout, budget_tag("int8", layout, args.max_drop), extra, work))
     return out
 

@@ -26,16 +26,18 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def open_held_out(eval_data: str | None, calib_data: str, limit: int | None = None) -> tuple[Any, str]:
+def open_held_out(eval_data: str | None, calib_data: str, limit: int | None = None,
+                  label_ids: str = "labelIds") -> tuple[Any, str]:
     """The labelled evaluation split: ``--eval-data`` (its val split), else the val split of
-    ``--calib-data``. Returns ``(dataset, description)``."""
+    ``--calib-data``; ``label_ids`` (``--label-ids``): what its Cityscapes label files hold.
+    Returns ``(dataset, description)``."""
     from runtime.data import open_dataset
 
     root = eval_data or calib_data
     if not os.path.isdir(root):
         raise ToolkitError(f"--eval-data directory not found: {root}", fix="pass a dataset root with a val split")
     try:
-        dataset = open_dataset(root, split="val", limit=limit)
+        dataset = open_dataset(root, split="val", limit=limit, label_ids=label_ids, label_ids_flag="--label-ids")
     except ToolkitError as exc:
         raise ToolkitError(f"no labelled val split in {root} to measure the mIoU drop on", found=exc.message,
                            fix="pass --eval-data DIR: a Cityscapes/ADE20k/VOC root whose val split has labels "
@@ -81,8 +83,11 @@ class HeldOut:
     def _key(self) -> str:
         files = [[str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in self.dataset.image_paths]
         ckpt = _file_hash(Path(self.checkpoint)) if self.checkpoint else "random-init"
-        blob = json.dumps({"recipe": REFERENCE_RECIPE, "variant": self.variant, "weights": ckpt,
-                           "crop": list(self.crop), "files": files}, sort_keys=True)
+        key = {"recipe": REFERENCE_RECIPE, "variant": self.variant, "weights": ckpt, "crop": list(self.crop),
+               "files": files}
+        if getattr(self.dataset, "label_ids", "labelIds") != "labelIds":   # the same files read as other ids
+            key["label_ids"] = self.dataset.label_ids
+        blob = json.dumps(key, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _reference(self, cache_dir: Path) -> tuple[list[np.ndarray], dict]:

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --int8 or --fp16: search the fastest artifact whose mIoU drop vs PyTorch on "
                          "held-out frames stays within POINTS (see export/budget.py)")
     ap.add_argument("--eval-data", help="--max-drop: labelled held-out frames (default: the val split of --calib-data)")
+    ap.add_argument("--label-ids", choices=("labelIds", "trainIds"),
+                    help="--max-drop: what the evaluation frames' Cityscapes *_gtFine_labelIds.png files hold "
+                         "(default labelIds, 0..33)")
     ap.add_argument("--max-float-layers", type=int, metavar="N",
                     help="--max-drop: at most N layer units kept in float per candidate (default: half)")
     ap.add_argument("--no-float-for-speed", action="store_true",
@@ -103,7 +106,8 @@ def check_flags(args: argparse.Namespace) -> None:
 def check_budget_flags(args: argparse.Namespace, need: Any) -> None:
     """--max-drop: one precision, trained weights, held-out frames; its sub-flags need it."""
     budget = args.max_drop is not None
-    sub = [f for f, v in (("--eval-data", args.eval_data), ("--max-float-layers", args.max_float_layers),
+    sub = [f for f, v in (("--eval-data", args.eval_data), ("--label-ids", args.label_ids),
+                          ("--max-float-layers", args.max_float_layers),
                           ("--no-float-for-speed", args.no_float_for_speed or None)) if v is not None]
     need(budget or not sub, f"{', '.join(sub)} only apply to --max-drop", "add --max-drop POINTS or drop them")
     if not budget:

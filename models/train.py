@@ -188,7 +188,7 @@ def parse_ratio_range(text: str) -> tuple[float, float]:
 def build_loader(args: argparse.Namespace, rt: Runtime, variant: Any, start: int) -> torch.utils.data.DataLoader:
     from runtime.data import open_dataset
 
-    ds = open_dataset(args.data, split="train", limit=args.limit)
+    ds = open_dataset(args.data, split="train", limit=args.limit, label_ids_flag=None)
     if len(ds) == 0:
         raise ToolkitError(f"no training images under {args.data}", fix="check --data (train split)")
     info = variant.dataset
@@ -325,7 +325,7 @@ class Trainer:
         from runtime.data import open_dataset
 
         try:
-            return open_dataset(self.args.data, split="val", limit=self.args.limit)
+            return open_dataset(self.args.data, split="val", limit=self.args.limit, label_ids_flag=None)
         except ToolkitError as exc:
             raise ToolkitError(f"cannot open the val split for validation: {exc.message}",
                                fix="add a val split or pass --val-every 0") from None

@@ -88,12 +88,14 @@ class Dataset:
     """Indexable list of samples of one split; decoding happens in ``__getitem__``."""
 
     def __init__(self, kind: str, root: Path, split: str, items: list[Item], on_error: str = "raise",
-                 skipped: list[tuple[str, str]] | None = None, label_ids: str = "labelIds") -> None:
+                 skipped: list[tuple[str, str]] | None = None, label_ids: str = "labelIds",
+                 label_ids_flag: str | None = "--label-ids") -> None:
         self.kind, self.root, self.split, self.items = kind, root, split, items
         self.on_error = on_error
         self.skipped_files = list(skipped or [])
         self.ignore_index = IGNORE
         self.label_ids = label_ids
+        self.label_ids_flag = label_ids_flag       # the calling command's flag for label_ids (None: it has none)
         self.num_classes, self.class_names, self.palette = _class_info(kind)
         train_ids = kind == "cityscapes" and label_ids == "trainIds"
         self.lut = None if train_ids else {"cityscapes": cityscapes_lut(), "ade20k": ade20k_lut()}.get(kind)
@@ -154,16 +156,20 @@ class Dataset:
             return ToolkitError(f"label file {path} holds ids this {self.kind} dataset cannot have", found=found,
                                 fix="check that the annotation set matches the dataset kind")
         ids = np.nonzero(present)[0]
+        flag = self.label_ids_flag                 # None: the calling command has no such flag; name none
         if self.label_ids == "trainIds":
             return ToolkitError(f"label file {path} holds ids that are not Cityscapes trainIds",
-                                expected="0..18 and 255 (label_ids='trainIds' / --label-ids trainIds)",
-                                found=found, fix="drop --label-ids trainIds if the files hold labelIds (0..33)")
+                                expected="0..18 and 255 (label_ids='trainIds'" + (f" / {flag} trainIds)" if flag else ")"),
+                                found=found, fix=(f"drop {flag} trainIds" if flag else "use label_ids='labelIds'")
+                                + " if the files hold labelIds (0..33)")
         looks_train = bool(ids.max() == IGNORE and ids[:-1].size and ids[:-1].max() <= 18)
+        regenerate = "regenerate them with cityscapesScripts' createLabelImgs"
         return ToolkitError(f"label file {path} holds ids that are not Cityscapes labelIds", expected="0..33",
                             found=found + (" with the rest in 0..18: the folder looks like trainIds"
                                            if looks_train else ""),
-                            fix="pass --label-ids trainIds (label_ids='trainIds') if the gtFine files hold "
-                                "trainIds; otherwise regenerate them with cityscapesScripts' createLabelImgs")
+                            fix=f"pass {flag} trainIds (label_ids='trainIds') if the gtFine files "
+                                f"hold trainIds; otherwise {regenerate}" if flag else
+                                f"this command reads Cityscapes labelIds (0..33) only: {regenerate}")
 
 
 def _class_info(kind: str) -> tuple[int | None, tuple[str, ...], tuple]:
@@ -267,10 +273,12 @@ def _check_item(ds: Dataset, item: Item) -> str | None:
 
 
 def open_dataset(root: str | os.PathLike, split: str = "val", kind: str = "auto", limit: int | None = None,
-                 on_error: str = "raise", label_ids: str = "labelIds") -> Dataset:
+                 on_error: str = "raise", label_ids: str = "labelIds",
+                 label_ids_flag: str | None = "--label-ids") -> Dataset:
     """Open one split of a dataset. ``limit`` keeps the first N samples in sorted order.
 
-    ``label_ids``: what Cityscapes label files hold, "labelIds" (the official files) or "trainIds".
+    ``label_ids``: what Cityscapes label files hold, "labelIds" (the official files) or "trainIds";
+    ``label_ids_flag``: the calling command's flag that sets it, named in errors (None: it has none).
     """
     root_path = Path(root)
     if not root_path.exists():
@@ -299,7 +307,7 @@ def open_dataset(root: str | os.PathLike, split: str = "val", kind: str = "auto"
         raise ToolkitError(f"no images found in {root} (kind {'auto -> ' if auto else ''}{kind}, split {split})",
                            expected=" or ".join(x.replace("{split}", split) for x in layouts),
                            fix="check --data / --split")
-    ds = Dataset(kind, root_path, split, [], on_error, label_ids=label_ids)
+    ds = Dataset(kind, root_path, split, [], on_error, label_ids=label_ids, label_ids_flag=label_ids_flag)
     ds.items = _select(ds, items, limit)
     if not ds.items:
         raise ToolkitError(f"every sample of {root} (split {split}) was unusable and skipped",

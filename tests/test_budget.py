@@ -6,6 +6,7 @@ artifact's own error."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -447,3 +448,36 @@ def test_sigkill_after_the_first_budgeted_file_leaves_no_incomplete_set(setup, i
     _unmet(setup, out)
     assert not list(out.glob("*maxdrop30*")), "an incomplete set of budgeted files survived the next run"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]       # no work folder, no journal
+
+
+def test_train_id_ground_truth_names_a_flag_to_trt_has(setup, int8_run, tmp_path, capsys):
+    import cv2
+
+    from export.to_trt import build_parser, main
+    from runtime.apps.cli import run_cli
+    from runtime.data import cityscapes_lut
+
+    data = tmp_path / "trainids"
+    shutil.copytree(Path(setup["data"]) / "leftImg8bit" / "val", data / "leftImg8bit" / "val")
+    shutil.copytree(Path(setup["data"]) / "gtFine" / "val", data / "gtFine" / "val")
+    for gt in data.rglob("*_gtFine_labelIds.png"):        # labelIds -> trainIds in place, as a user might
+        lab = cv2.imread(str(gt), cv2.IMREAD_UNCHANGED)
+        lab[:2] = 1                                         # ego vehicle -> 255 (ignore) after the mapping
+        cv2.imwrite(str(gt), cityscapes_lut()[lab])
+    out = tmp_path / "out"
+    shutil.copytree(int8_run["out"] / "calibration", out / "calibration")
+    shutil.copy(int8_run["out"] / f"{VARIANT}_64x128.onnx", out)
+    argv = ["--model", VARIANT, "--checkpoint", setup["ckpt"], "--calib-data", setup["data"], "--calib-images", "6",
+            "--out", str(out), "--backend", "onnxruntime", "--quiet", "--int8", "--max-drop", "30",
+            "--calib-method", "max", "--no-float-for-speed", "--eval-data", str(data)]
+    assert run_cli(main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "looks like trainIds" in err
+    flags = set(re.findall(r"--[a-z][a-z0-9-]+", err))
+    known = {s for a in build_parser()._actions for s in a.option_strings}
+    assert flags and flags <= known, f"names flags to_trt does not have: {flags - known}"
+    assert run_cli(main, argv + ["--label-ids", "trainIds"]) == 0
+    report = json.loads((out / "budget_int8_maxdrop30.json").read_text())
+    assert report["reference"]["miou"] == pytest.approx(1.0)           # its own predictions, read as trainIds
+    with pytest.raises(ToolkitError, match="--label-ids only apply to --max-drop"):
+        main(argv[:argv.index("--int8")] + ["--int8", "--label-ids", "trainIds"])

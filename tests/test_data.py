@@ -171,6 +171,9 @@ def test_cityscapes_folder_of_train_ids_is_named_and_accepted_only_when_asked(tm
         ds[0]
     with pytest.raises(ToolkitError, match="only apply to Cityscapes"):
         open_dataset(tmp_path / "cs" / "leftImg8bit", split="val", kind="folder", label_ids="trainIds")
+    with pytest.raises(ToolkitError, match="looks like trainIds") as info:   # a command without --label-ids
+        open_dataset(root, split="val", label_ids_flag=None)[1]
+    assert "--" not in str(info.value) and "createLabelImgs" in str(info.value)
 
 
 def test_voc_reader_aug_labels_and_list_formats(tmp_path):
