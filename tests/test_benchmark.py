@@ -35,3 +35,26 @@ def test_profile_splits_kernel_time_by_operator_and_node(tiny, tmp_path, capsys)
     assert printed.startswith("machine: ") and "by operator type:" in printed and "slowest 3 nodes:" in printed
     assert run_cli(profile, [str(tmp_path / "missing.onnx")]) == 2
     assert "ONNX file not found" in capsys.readouterr().err
+
+
+def test_profile_refuses_a_non_float_input_and_a_folder_out_first(tiny, tmp_path, capsys, monkeypatch):  # noqa: F811
+    import onnx
+    from onnx import TensorProto, helper
+
+    from runtime.apps import profile as prof
+
+    graph = helper.make_graph([helper.make_node("Identity", ["ids"], ["out"])], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.INT64, [1, 4])])
+    ints = tmp_path / "int64_input.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(ints))
+    assert run_cli(prof.main, [str(ints), "--runs", "1", "--warmup", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot profile {ints}") and err.count("\n") == 1 and "tensor(int64)" in err
+
+    calls = []
+    real = prof.profile_artifact
+    monkeypatch.setattr(prof, "profile_artifact", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert run_cli(prof.main, [str(tiny["onnx"]), "--runs", "1", "--warmup", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {tmp_path} is a folder") and err.count("\n") == 1 and not calls

@@ -27,7 +27,7 @@ import numpy as np
 from runtime.apps.cli import non_negative_int, positive_int
 from runtime.denormals import flush_denormals
 from runtime.errors import ToolkitError
-from runtime.fileio import atomic_open
+from runtime.fileio import atomic_open, ensure_writable_dir
 from runtime.sysinfo import describe, machine_info
 
 
@@ -56,11 +56,11 @@ def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | 
             sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT's pybind exception types
             raise ToolkitError(f"ONNX Runtime cannot load {path}", found=str(exc)[:300]) from None
-        inp = sess.get_inputs()[0]
+        inp = _float_input(sess, path)
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
         if meta is not None and len(shape) == 4:
             shape = [meta.batch, 3, *meta.crop]
-        x = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+        x = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(FLOAT_INPUTS[inp.type])}
         with flush_denormals(flush):
             for _ in range(warmup):
                 sess.run(None, x)
@@ -70,6 +70,19 @@ def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | 
             wall = (time.perf_counter() - t0) * 1e3 / runs
         events = json.loads(Path(sess.end_profiling()).read_text())
     return summarise(events, runs, warmup, wall)
+
+
+FLOAT_INPUTS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _float_input(sess: Any, path: str) -> Any:
+    """The session's one input, which must take floats: the profile feeds a seeded random float batch."""
+    inputs = sess.get_inputs()
+    if len(inputs) != 1 or inputs[0].type not in FLOAT_INPUTS:
+        found = ", ".join(f"{i.name}: {i.type}" for i in inputs)
+        raise ToolkitError(f"cannot profile {path}: it needs one float input (the profile feeds a random float "
+                           "batch)", found=found, fix="profile a toolkit ONNX artifact (one float32 image input)")
+    return inputs[0]
 
 
 def summarise(events: list[dict], runs: int, skip: int, wall_ms: float) -> dict[str, Any]:
@@ -118,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [p for p in args.artifacts if not Path(p).is_file()]
     if missing:
         raise ToolkitError(f"ONNX file not found: {missing[0]}", fix="check the path or export it first")
+    if args.out:                                  # before any profiling: a bad --out must not waste the run
+        if Path(args.out).is_dir():
+            raise ToolkitError(f"--out {args.out} is a folder", fix="name a JSON file, e.g. --out profile.json")
+        ensure_writable_dir(Path(args.out).parent)
     info = machine_info()
     print(f"machine: {describe(info)}")
     results = {}
