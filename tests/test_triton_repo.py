@@ -246,3 +246,23 @@ def test_sigkill_mid_repository_leaves_nothing_servable(tiny, tmp_path, capsys):
     assert main(argv) == 0
     assert _listing(tmp_path) == ["marker", "repo"] and f"removed {stale[0]}" in capsys.readouterr().err
     assert len(json.loads((out / "repository.json").read_text())["models"]) == 4
+
+
+def test_a_port_outside_1_to_65535_is_an_error_not_8000(tmp_path, capsys):
+    from runtime.apps.evaluate import main as evaluate
+    from runtime.triton.client import split_url
+
+    assert split_url("http://127.0.0.1") == ("127.0.0.1", 8000) and split_url("h:8001") == ("h", 8001)
+    for bad in ("http://127.0.0.1:0", "127.0.0.1:0", "http://h:65536", "http://h:99999", "http://h:x"):
+        with pytest.raises(ToolkitError, match="bad port in Triton URL"):
+            split_url(bad)
+    with pytest.raises(ToolkitError, match="bad port in Triton URL 'http://127.0.0.1:0'"):
+        with open_backend("triton://127.0.0.1:0/m"):
+            pass
+    from runtime.apps.cli import run_cli
+
+    argv = ["--data", str(tmp_path), "--reference", VARIANT, "--url", "http://127.0.0.1:0", "--triton-model", "m",
+            "--out", str(tmp_path / "r")]
+    assert run_cli(evaluate, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad port in Triton URL") and err.count("\n") == 1

@@ -33,14 +33,19 @@ def triton_dtype(dtype: Any) -> str:
 
 
 def split_url(url: str) -> tuple[str, int]:
-    """``http://127.0.0.1:8000`` / ``127.0.0.1:8000`` -> ``("127.0.0.1", 8000)``."""
+    """``http://127.0.0.1:8000`` / ``127.0.0.1:8000`` -> ``("127.0.0.1", 8000)``; no port means 8000,
+    a port outside 1..65535 (0 included) is an error, never silently 8000."""
     parts = urlsplit(url if "://" in url else "http://" + url)
     if parts.scheme not in ("http", "triton") or not parts.hostname:
         raise ToolkitError(f"bad Triton URL {url!r}", expected="http://HOST:PORT, e.g. http://127.0.0.1:8000")
     try:
-        port = parts.port or 8000
+        port = parts.port
     except ValueError:
-        raise ToolkitError(f"bad port in Triton URL {url!r}", expected="1..65535") from None
+        port = -1
+    if port is None:
+        return parts.hostname, 8000
+    if not 1 <= port <= 65535:
+        raise ToolkitError(f"bad port in Triton URL {url!r}", expected="1..65535 (no port: 8000)")
     return parts.hostname, port
 
 
