@@ -81,8 +81,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", choices=sorted(PRESETS), help="defaults for a known setting (flags win)")
     p.add_argument("--crop", help="train crop HxW (default: the variant's, e.g. 512x1024)")
     p.add_argument("--base-size", help="resize target WxH before the random rescale (default: dataset's)")
-    p.add_argument("--ratio-range", help="random rescale of --base-size by U(LO, HI), e.g. 0.75,1.5 "
-                                         "(default 0.5,2.0, the published recipe)")
+    p.add_argument("--ratio-range", help="random rescale of --base-size by U(LO, HI), 0 < LO <= HI <= 8, e.g. "
+                                         "0.75,1.5 (default 0.5,2.0, the published recipe)")
     for flag, kind in (("iters", int), ("batch-size", int), ("lr", float), ("min-lr", float),
                        ("momentum", float), ("weight-decay", float), ("power", float),
                        ("aux-weight", float), ("workers", int), ("val-every", int), ("save-every", int)):
@@ -174,14 +174,18 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+MAX_RATIO = 8.0       # --ratio-range: a frame rescaled beyond 8x its base size is no augmentation (and can overflow)
+
+
 def parse_ratio_range(text: str) -> tuple[float, float]:
-    """``"0.5,2.0"`` -> (0.5, 2.0); a malformed or empty range is a usage error."""
+    """``"0.5,2.0"`` -> (0.5, 2.0); a malformed, empty, non-finite or huge range is a usage error."""
     try:
         lo, hi = (float(v) for v in str(text).split(","))
     except ValueError:
         raise ToolkitError("--ratio-range must be LO,HI", found=str(text), expected="e.g. 0.5,2.0") from None
-    if not 0.0 < lo <= hi:
-        raise ToolkitError("--ratio-range needs 0 < LO <= HI", found=str(text))
+    if not 0.0 < lo <= hi <= MAX_RATIO:          # also false for nan; inf is above MAX_RATIO
+        raise ToolkitError(f"--ratio-range needs 0 < LO <= HI <= {MAX_RATIO:g}", found=str(text),
+                           expected="e.g. 0.5,2.0 (the published recipe)")
     return lo, hi
 
 

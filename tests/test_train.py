@@ -356,9 +356,11 @@ def test_missing_data_folder_and_bad_threads(tmp_path, capsys):
         with pytest.raises(SystemExit) as stop:
             main(_args(tmp_path, tmp_path / "out", "--threads", bad))
         assert stop.value.code == 2 and "--threads" in capsys.readouterr().err
-    for bad, message in (("2", "LO,HI"), ("a,b", "LO,HI"), ("1.5,0.75", "0 < LO <= HI"), ("0,1", "0 < LO <= HI")):
+    for bad, message in (("2", "LO,HI"), ("a,b", "LO,HI"), ("1.5,0.75", "0 < LO <= HI"), ("0,1", "0 < LO <= HI"),
+                         ("inf,inf", "HI <= 8"), ("0.5,inf", "HI <= 8"), ("nan,1", "0 < LO"), ("1,nan", "0 < LO"),
+                         ("-1,2", "0 < LO"), ("0.5,1e300", "HI <= 8")):
         with pytest.raises(ToolkitError, match=message):
-            main(_args(tmp_path, tmp_path / "out", "--ratio-range", bad))
+            main(_args(tmp_path, tmp_path / "out", f"--ratio-range={bad}"))
 
 
 def test_ratio_range_reaches_the_transform(synth, tmp_path):
