@@ -29,7 +29,7 @@ from typing import Any, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.apps.cli import positive_int
+from runtime.apps.cli import drop_points, positive_int
 from runtime.errors import ToolkitError
 
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="TensorRT <= 10 only: implicit INT8 (entropy calibrator + cache) instead of Q/DQ")
     ap.add_argument("--keep-fp32", help="FP16: nodes kept FP32: 'attention' (default), op types, names, 'none'")
     ap.add_argument("--keep-int8", help="INT8: nodes kept float (default 'attention,head'; 'none')")
-    ap.add_argument("--max-drop", type=float, metavar="POINTS",
+    ap.add_argument("--max-drop", metavar="POINTS",
                     help="with --int8 or --fp16: search the fastest artifact whose mIoU drop vs PyTorch on "
                          "held-out frames stays within POINTS (see export/budget.py)")
     ap.add_argument("--eval-data", help="--max-drop: labelled held-out frames (default: the val split of --calib-data)")
@@ -112,7 +112,7 @@ def check_budget_flags(args: argparse.Namespace, need: Any) -> None:
     need(budget or not sub, f"{', '.join(sub)} only apply to --max-drop", "add --max-drop POINTS or drop them")
     if not budget:
         return
-    need(args.max_drop >= 0, "--max-drop must be >= 0 mIoU points", "e.g. --max-drop 0.5")
+    args.max_drop = drop_points(args.max_drop)          # the parser runtime.evaluate's --max-drop shares
     need(bool(args.model), "--max-drop searches from a --model checkpoint", "use --model (not --onnx)")
     need(args.int8 != args.fp16, "--max-drop needs exactly one of --int8 or --fp16",
          "search INT8 (--int8 --max-drop X) or FP16 (--fp16 --max-drop X)")

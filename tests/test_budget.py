@@ -284,7 +284,9 @@ def test_sensitivity_is_the_error_saved_by_keeping_one_unit_float(setup, tmp_pat
 def test_flags_of_max_drop_are_checked(setup, tmp_path):
     base = ["--max-drop", "0.5"]
     cases = [(base, "exactly one of --int8 or --fp16"), (base + ["--int8", "--fp16"], "exactly one"),
-             (["--int8", "--max-drop", "-1"], ">= 0"), (["--int8", "--eval-data", "x"], "only apply to --max-drop"),
+             (["--int8", "--max-drop", "-1"], ">= 0"), (["--int8", "--max-drop", "inf"], ">= 0"),
+             (["--int8", "--max-drop", "nan"], ">= 0"), (["--int8", "--max-drop", "int8=0.5"], ">= 0"),
+             (["--int8", "--eval-data", "x"], "only apply to --max-drop"),
              (["--int8", "--max-drop", "1", "--int8-implicit"], "implicit"),
              (["--fp16", "--max-drop", "1", "--calib-method", "max"], "do not apply"),
              (["--int8", "--no-float-for-speed"], "only apply to --max-drop"),

@@ -89,6 +89,8 @@ def test_damaged_artifact_fails_the_gate(setup, capsys):
     # a generous limit lets the same artifact through: the gate follows --max-drop
     code, _ = run(setup, [bad], setup["dir"] / "bad2", "--max-drop", "fp32=100")
     assert code == 0
+    code, report = run(setup, [bad], setup["dir"] / "bad3", "--max-drop", "100")   # a bare number: every precision
+    assert code == 0 and report["max_drop"] == {k: 100.0 for k in DEFAULT_MAX_DROP}
 
 
 def test_nan_artifact_is_reported_not_scored(setup, capsys):
@@ -103,7 +105,9 @@ def test_max_drop_parsing():
     assert parse_max_drop(None) == DEFAULT_MAX_DROP
     limits = parse_max_drop("int8=0.3,fp16=0.2")
     assert limits["int8"] == 0.3 and limits["fp16"] == 0.2 and limits["bf16"] == 0.2 and limits["fp32"] == 0.01
-    for bad in ("int4=1", "fp16", "fp16=-1", "fp16=x"):
+    assert parse_max_drop("0.5") == {k: 0.5 for k in DEFAULT_MAX_DROP}        # as export/to_trt.py --max-drop 0.5
+    assert parse_max_drop(" 0 ") == {k: 0.0 for k in DEFAULT_MAX_DROP}
+    for bad in ("int4=1", "fp16", "fp16=-1", "fp16=x", "-0.5", "inf", "nan", "fp16=inf", "int8=nan", "0.5,int8=1"):
         with pytest.raises(ToolkitError, match="--max-drop"):
             parse_max_drop(bad)
 

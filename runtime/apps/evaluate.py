@@ -2,7 +2,7 @@
 
     python -m runtime.evaluate --data data/synth_cityscapes --reference r18os8_cityscapes \\
         --checkpoint runs/r18.pth --artifacts artifacts/*.onnx [--limit N] [--out DIR] \\
-        [--max-drop fp32=0.01,fp16=0.1,int8=0.5] [--save-preds] [--mode tiled]
+        [--max-drop 0.5 | fp32=0.01,fp16=0.1,int8=0.5] [--save-preds] [--mode tiled]
 
 Per backend (one at a time): mIoU against the ground truth (one confusion matrix over the split,
 ignore label excluded, classes absent from both skipped), drop against the reference in mIoU points
@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import (OV_PRECISION_HELP, OV_PRECISIONS, add_triton_arguments, dataset_name_of, parse_hw,
-                              positive_int, run_cli, triton_model_arg)
+from runtime.apps.cli import (OV_PRECISION_HELP, OV_PRECISIONS, add_triton_arguments, dataset_name_of,
+                              max_drop_limits, parse_hw, positive_int, run_cli, triton_model_arg)
 from runtime.data import train_to_label_ids
 from runtime.fileio import write_png
 from runtime.errors import ToolkitError
@@ -30,25 +30,8 @@ DEFAULT_MAX_DROP = {"fp32": 0.01, "fp16": 0.1, "bf16": 0.1, "int8": 0.5}
 
 
 def parse_max_drop(text: str | None) -> dict[str, float]:
-    """``"fp16=0.2,int8=1"`` -> the defaults updated with those limits (mIoU points)."""
-    limits = dict(DEFAULT_MAX_DROP)
-    if not text:
-        return limits
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        key = key.strip().lower()
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
-        if not sep or key not in limits or not number >= 0:
-            raise ToolkitError(f"bad --max-drop entry {item!r}",
-                               expected="PRECISION=POINTS with PRECISION in " + ", ".join(limits),
-                               fix="e.g. --max-drop fp16=0.2,int8=1.0")
-        limits[key] = number
-        if key == "fp16" and "bf16=" not in text:
-            limits["bf16"] = number
-    return limits
+    """``"0.5"`` (every precision) or ``"fp16=0.2,int8=1"`` -> the defaults updated (mIoU points)."""
+    return max_drop_limits(text, DEFAULT_MAX_DROP)
 
 
 class _Run:
@@ -342,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int, help="first N images only")
     p.add_argument("--label-ids", default="labelIds", choices=("labelIds", "trainIds"),
                    help="Cityscapes: what the *_gtFine_labelIds.png files hold (default labelIds, 0..33)")
-    p.add_argument("--max-drop", help="limits in mIoU points, e.g. fp32=0.01,fp16=0.1,int8=0.5")
+    p.add_argument("--max-drop", help="limits in mIoU points: POINTS for every precision (as export/to_trt.py "
+                                      "--max-drop), or per precision, e.g. fp32=0.01,fp16=0.1,int8=0.5 (the defaults)")
     p.add_argument("--backend", default="auto",
                    help="force a backend for the artifacts (e.g. openvino for .onnx files)")
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
