@@ -192,11 +192,11 @@ def fold_attention_scale(graph) -> int:
         soft.input[0] = mm.output[0]
         folded += 1
     if folded:
-        _topological_sort(graph)
+        topological_sort(graph)
     return folded
 
 
-def _topological_sort(graph) -> None:
+def topological_sort(graph) -> None:
     """Reorder nodes so every input is produced before use (after a local rewiring)."""
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     pending, ordered = list(graph.node), []

@@ -3,14 +3,17 @@
 Two layouts, one per target (spec/tensorrt.md):
 
 * ``trt``: what TensorRT (8.5 .. 11) builds INT8 engines from: symmetric INT8 activations and
-  weights (all zero points 0), per-channel weight scales (Conv axis 0), Q/DQ on the inputs of
-  Conv/MatMul/Gemm only, bias left in float, opset >= 13.
+  weights (all zero points 0), per-channel weight scales (Conv axis 0, ConvTranspose axis 1), Q/DQ
+  on the inputs of Conv/MatMul/Gemm, on the residual input of every residual Add and on the
+  MaxPool input (:mod:`calibration.placement`, as TensorRT's placement guide and ModelOpt put
+  them), bias left in float, opset 17, FP32 scales: the TensorRT 8.x file.
 * ``ort``: what ONNX Runtime's CPU provider fuses into integer kernels (QLinearConv etc.): U8S8,
   i.e. asymmetric UINT8 activations with Q/DQ around inputs *and* outputs, per-channel INT8
   weights, INT32 bias; the kept attention nodes read float tensors (no MatMulIntegerToFloat).
 
-The mixed INT8+FP16 file for TensorRT 10/11 is made from the ``trt`` one by
-:func:`export.precision.convert_int8_fp16`; :func:`trt_layout_problems` checks both.
+The INT8+FP16 file for TensorRT 10/11 (strongly typed: opset 19, FP16 scales) is made from the
+``trt`` one by :func:`export.precision.convert_int8_fp16`; :mod:`calibration.fusion` checks both
+against TensorRT's fusion rules.
 
 The activation ranges are computed once per (FP32 model, calibration set, method) with ORT's
 calibrators, one tile at a time (bounded memory, a progress bar), cached as JSON next to the
@@ -191,7 +194,21 @@ def quantize(pre_path: Path, ranges_path: Path, out_path: Path, layout: str, met
                         calibrate_method=calibration_method(method), **kwargs)
     if layout == "ort":
         _float_attention(out_path, excluded)
+    else:
+        _place_residuals(out_path, ranges_path, excluded)
     return excluded
+
+
+def _place_residuals(path: Path, ranges_path: Path, excluded: Sequence[str]) -> None:
+    """TensorRT layout: Q/DQ on the residual input of each residual Add and on pooling inputs
+    (:mod:`calibration.placement`), from the same calibrated ranges."""
+    import onnx
+
+    from calibration.placement import load_ranges, place_qdq
+
+    model = onnx.load(str(path))
+    place_qdq(model, load_ranges(ranges_path), skip=excluded)
+    onnx.save(model, str(path))
 
 
 def _float_attention(path: Path, excluded: Sequence[str]) -> None:
@@ -268,93 +285,3 @@ INTEGER_KERNELS = ("QLinearConv", "ConvInteger", "NhwcQLinearConv", "QLinearMatM
 def integer_kernel_count(counts: dict[str, int]) -> int:
     """How many fused integer convolution / matmul kernels an optimised graph holds."""
     return sum(v for k, v in counts.items() if k in INTEGER_KERNELS)
-
-
-def trt_layout_problems(model: Any) -> list[str]:
-    """Why a Q/DQ model breaks TensorRT's Q/DQ rules (empty list: it follows them).
-
-    Checks: opset >= 13; Q/DQ present; every zero point INT8 0 (a Q without one outputs UINT8);
-    weight scales per channel on axis 0 (Conv); no quantized bias (INT32 DequantizeLinear, or a DQ
-    into a Conv bias); no orphans (a Q whose output is not read by DequantizeLinear only, a DQ not
-    fed by a Q or a quantized initializer); no type mismatch (a Q/DQ scale has the type of the
-    tensor it acts on: FP32 scales in FP16 regions need a Cast in between).
-    """
-    problems = []
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:
-        problems.append(f"opset {opset} < 13")
-    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    if not qdq:
-        return problems + ["no QuantizeLinear/DequantizeLinear nodes"]
-    return problems + _qdq_value_problems(model, qdq) + _qdq_wiring_problems(model) + _qdq_type_problems(model)
-
-
-def _qdq_value_problems(model: Any, qdq: list) -> list[str]:
-    """Zero points, weight scales, INT32 bias."""
-    from onnx import TensorProto, numpy_helper
-
-    problems = []
-    inits = {i.name: i for i in model.graph.initializer}
-    for node in qdq:
-        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if zp is None and node.op_type == "QuantizeLinear":
-            problems.append(f"{node.name}: no zero point (the output would be UINT8)")
-        if zp is not None and (zp.data_type != TensorProto.INT8 or numpy_helper.to_array(zp).any()):
-            problems.append(f"{node.name}: zero point not INT8 0")
-        src = inits.get(node.input[0])
-        if node.op_type == "DequantizeLinear" and src is not None and src.data_type == TensorProto.INT32:
-            problems.append(f"{node.name}: INT32 (bias) DequantizeLinear")
-        if node.op_type == "QuantizeLinear" and src is not None and node.input[1] in inits:
-            scale = numpy_helper.to_array(inits[node.input[1]])
-            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-            if scale.ndim != 1 or scale.size < 2 or axis != 0:
-                problems.append(f"{node.name}: weight scale not per-channel on axis 0")
-    return problems
-
-
-def _qdq_wiring_problems(model: Any) -> list[str]:
-    """Orphaned Q/DQ and quantized Conv bias."""
-    from calibration.graph import consumers, producers
-
-    prod, cons = producers(model.graph), consumers(model.graph)
-    inits = {i.name for i in model.graph.initializer}
-    problems = []
-    for node in model.graph.node:
-        if node.op_type == "QuantizeLinear":
-            users = cons.get(node.output[0], [])
-            if not users or any(u.op_type != "DequantizeLinear" for u in users):
-                problems.append(f"{node.name}: QuantizeLinear not followed by DequantizeLinear only")
-        elif node.op_type == "DequantizeLinear":
-            src = prod.get(node.input[0])
-            if src is None and node.input[0] not in inits:
-                problems.append(f"{node.name}: DequantizeLinear fed by nothing")
-            elif src is not None and src.op_type != "QuantizeLinear":
-                problems.append(f"{node.name}: DequantizeLinear fed by {src.op_type}, not a QuantizeLinear")
-        elif node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2:
-            bias = prod.get(node.input[2])
-            if bias is not None and bias.op_type == "DequantizeLinear":
-                problems.append(f"{node.name}: quantized bias")
-    return problems
-
-
-def _qdq_type_problems(model: Any) -> list[str]:
-    """Q input type vs scale type; DQ output (scale type) vs what its readers compute in."""
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
-        return [f"type inference fails (e.g. an FP16 tensor meets an FP32 Q/DQ scale): {str(exc)[:200]}"]
-    g = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
-    types.update({i.name: i.data_type for i in g.initializer})
-    problems = []
-    for node in g.node:
-        if node.op_type == "QuantizeLinear" and types.get(node.input[0]) != types.get(node.input[1]):
-            problems.append(f"{node.name}: input type {types.get(node.input[0])} != scale type "
-                            f"{types.get(node.input[1])} (put a Cast in between)")
-    for node in g.node:
-        float_in = [types.get(i) for i in node.input if types.get(i) in (1, 10, 16)]
-        if node.op_type not in ("Cast", "QuantizeLinear", "DequantizeLinear", "Resize") and len(set(float_in)) > 1:
-            problems.append(f"{node.name}: mixes float types {sorted(set(float_in))}")
-    return problems

@@ -20,8 +20,15 @@ from runtime.errors import ToolkitError
 from runtime.fileio import atomic_path, sha256_file
 
 FP16_RECIPE = 1
-INT8_RECIPE = 3            # 2: attention scale folded before quantisation; 3: only used opset domains
-MIXED_RECIPE = 1           # INT8+FP16 (TensorRT layout, other layers FP16)
+INT8_RECIPE = 4            # 2: attention scale folded; 3: only used opset domains; 4: residual/pool Q/DQ
+MIXED_RECIPE = 2           # INT8+FP16 for strongly typed TensorRT; 2: opset 19, FP16 scales, no Casts at Q/DQ
+# Which TensorRT each TensorRT-layout file is for (metadata ``trt_target``; export/trt_builder.py routes by it)
+TRT_TARGETS = {
+    "weak": {"typing": "weak", "tensorrt": "8.5/8.6 (JetPack 5, 6.0): INT8+FP16 builder flags, attention pinned FP32",
+             "onnx": "opset 17, FP32 Q/DQ scales", "onnxruntime": "1.16+ (CPU check); its TensorRT provider"},
+    "strong": {"typing": "strong", "tensorrt": "10.x/11.x (JetPack 6.1+): strongly typed, precisions from the file",
+               "onnx": "opset 19, FP16 Q/DQ scales", "onnxruntime": "1.16+ (CPU check)"},
+}
 FP16_MIN_AGREEMENT = 0.995
 INT8_MIN_AGREEMENT = 0.95
 
@@ -178,11 +185,11 @@ def make_int8(fp32: Artifact, calib: Any, req: CalibRequest, verifier: Verifier,
 
 
 def make_int8_fp16(trt: Artifact, verifier: Verifier, log: Callable[[str], None] = print) -> Artifact:
-    """The mixed artifact (``_int8_fp16``, layout ``trt+fp16``) from the TensorRT-layout Q/DQ file:
-    INT8 convolutions, other layers FP16, the affinity FP32 (:func:`export.precision.convert_int8_fp16`)."""
+    """The INT8 file for strongly typed TensorRT 10/11 (``_int8_fp16``, layout ``trt+fp16``) from the
+    TensorRT-layout Q/DQ file: INT8 convolutions, other layers FP16, the affinity FP32, opset 19 with
+    FP16 scales and no Cast at any Q/DQ (:func:`export.precision.convert_int8_fp16`)."""
     import onnx
 
-    from calibration.qdq import trt_layout_problems
     from export.precision import convert_int8_fp16, precision_summary
 
     source_sha = sha256_file(trt.path)
@@ -191,25 +198,38 @@ def make_int8_fp16(trt: Artifact, verifier: Verifier, log: Callable[[str], None]
     reused = _reuse(path, key, "int8-fp16", log)
     if reused:
         return reused
-    model, kept = convert_int8_fp16(onnx.load(str(trt.path)), DEFAULT_KEEP)
-    problems = trt_layout_problems(model)
-    if problems:
-        raise ToolkitError("the INT8+FP16 file breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:5]))
+    model, kept, scales = convert_int8_fp16(onnx.load(str(trt.path)), DEFAULT_KEEP)
+    name = "INT8+FP16 Q/DQ (TensorRT 10/11)"
+    fusion = fusion_check(model, "strong", trt.meta.extra.get("kept_float_nodes", []), name)
     counts = precision_summary(model)
-    name = "INT8+FP16 Q/DQ (TensorRT layout)"
-    notes = [f"INT8 Q/DQ convolutions, {counts['fp16_nodes']} nodes FP16, {len(kept)} kept FP32 (attention), "
-             f"{counts['casts']} casts; Q/DQ rule check passed"]
-    log(f"{name}: {notes[0]}")
-    extra = {k: v for k, v in trt.meta.extra.items() if k not in ("verify", "build_key", "layout_check")}
+    notes = [fusion.summary(),
+             f"{counts['fp16_nodes']} nodes FP16, {len(kept)} kept FP32 (attention), {counts['casts']} casts; "
+             f"{scales['scales']} FP16 scales ({scales['subnormal']} subnormal values, {scales['raised']} raised to "
+             "the smallest FP16)"]
+    for note in notes:
+        log(f"{name}: {note}")
+    extra = {k: v for k, v in trt.meta.extra.items() if k not in ("verify", "build_key", "layout_check", "fusion")}
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
         verify = verifier.check(tmp, name, INT8_MIN_AGREEMENT)
         meta = trt.meta.replace(layout="trt+fp16", extra={
             **extra, "source_int8_trt_sha256": source_sha, "keep_fp32": list(DEFAULT_KEEP),
-            "kept_fp32_nodes": kept, "build_key": key, "verify": verify, "layout_check": notes})
+            "kept_fp32_nodes": kept, "build_key": key, "verify": verify, "layout_check": notes,
+            "fusion": fusion.counts(), "fp16_scales": scales, "trt_target": TRT_TARGETS["strong"]})
         _finish(tmp, meta)
     log(f"wrote {path}")
     return Artifact("int8-fp16", path, meta, False, notes)
+
+
+def fusion_check(model: Any, target: str, kept: Sequence[str], what: str) -> Any:
+    """:func:`calibration.fusion.check_fusion`, raising when a layer would not run INT8 (a bug in the recipe)."""
+    from calibration.fusion import check_fusion
+
+    report = check_fusion(model, target, kept)
+    if not report.ok:
+        raise ToolkitError(f"{what} would not fuse into INT8 kernels: " + "; ".join(report.problems()[:4]),
+                           fix="report this model; the file was not written")
+    return report
 
 
 def _preprocessed(fp32_path: Path, fp32_sha: str, cdir: Path) -> Path:
@@ -225,42 +245,45 @@ def _preprocessed(fp32_path: Path, fp32_sha: str, cdir: Path) -> Path:
 def _quantize_one(fp32: Artifact, pre: Path, ranges: Path, layout: str, key: str, path: Path, calib: Any,
                   req: CalibRequest, verifier: Verifier, keep: Sequence[str],
                   log: Callable[[str], None]) -> Artifact:
-    from calibration.qdq import fused_ops, integer_kernel_count, quantize, trt_layout_problems
+    from calibration.qdq import quantize
 
-    name = {"trt": "INT8 Q/DQ (TensorRT layout)", "ort": "INT8 Q/DQ (ORT-CPU layout)"}[layout]
+    name = {"trt": "INT8 Q/DQ (TensorRT 8.x layout)", "ort": "INT8 Q/DQ (ORT-CPU layout)"}[layout]
     with atomic_path(path) as tmp:
         kept = quantize(pre, ranges, tmp, layout, req.method, keep, calib)
-        notes = _layout_notes(layout, tmp, trt_layout_problems, fused_ops, integer_kernel_count)
+        notes, fusion = _layout_notes(layout, tmp, kept, name)
         for note in notes:
             log(f"{name}: {note}")
         verify = verifier.check(tmp, name, INT8_MIN_AGREEMENT)
         calib_facts = {"method": req.method, "percentile": req.percentile, "tiles": len(calib),
                        "images": calib.n_images, "set_key": calib.key, "seed": req.seed}
+        target = {"trt_target": TRT_TARGETS["weak"], "fusion": fusion} if layout == "trt" else {}
         meta = fp32.meta.replace(precision="int8", layout=layout, extra={
             **_base_extra(fp32.meta), "source_onnx_sha256": sha256_file(fp32.path), "calibration": calib_facts,
             "keep_float": list(keep), "kept_float_nodes": kept, "build_key": key, "verify": verify,
-            "layout_check": notes})
+            "layout_check": notes, **target})
         _finish(tmp, meta)
     log(f"wrote {path}")
     return Artifact(f"int8-{layout}", path, meta, False, notes)
 
 
-def _layout_notes(layout: str, path: Path, problems_fn: Any, fused_fn: Any, count_fn: Any) -> list[str]:
-    """Check the layout; a wrong layout is a bug in the recipe, reported as an error."""
+def _layout_notes(layout: str, path: Path, kept: Sequence[str], what: str) -> tuple[list[str], dict | None]:
+    """Check the layout: the fusion check (TensorRT) or ONNX Runtime's own fused graph (ORT-CPU);
+    a layout that does not fuse is a bug in the recipe, reported as an error."""
     import onnx
 
+    from calibration.qdq import fused_ops, integer_kernel_count
+
     if layout == "trt":
-        problems = problems_fn(onnx.load(str(path)))
-        if problems:
-            raise ToolkitError("the TensorRT Q/DQ layout check failed: " + "; ".join(problems[:5]))
-        return ["symmetric INT8, zero points 0, per-channel weights (axis 0), float bias, inputs-only Q/DQ"]
-    counts = fused_fn(path)
-    fused = count_fn(counts)
+        report = fusion_check(onnx.load(str(path)), "weak", kept, what)
+        return [report.summary(), "symmetric INT8, zero points 0, per-channel weights, float bias, FP32 scales, "
+                                  "opset 17"], report.counts()
+    counts = fused_ops(path)
+    fused = integer_kernel_count(counts)
     if fused == 0:
         raise ToolkitError("ONNX Runtime fused no integer kernels in the ORT-CPU layout",
                            found=", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     kernels = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k.startswith(("QLinear", "MatMulInteger")))
-    return [f"ONNX Runtime runs integer kernels: {kernels}"]
+    return [f"ONNX Runtime runs integer kernels: {kernels}"], None
 
 
 def verification_data(data: str | None, calib_data: str | None) -> str | None:

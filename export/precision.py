@@ -205,23 +205,120 @@ def precision_summary(model) -> dict[str, int]:
 
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+FP16_SCALE_OPSET = 19        # the first opset whose QuantizeLinear/DequantizeLinear take FP16 scales
+FP16_TINY = float(np.finfo(np.float16).tiny)     # smallest normal FP16 (6.1e-5)
+
+
+class _MixedInt8Converter(_Converter):
+    """:class:`_Converter` for a Q/DQ graph: Q/DQ compute in the type of the tensor they act on.
+
+    A QuantizeLinear takes the type of its input (FP32 at the network input or after a kept FP32
+    node, FP16 elsewhere) and a DequantizeLinear the type its readers compute in (FP16 unless every
+    reader is kept FP32), so a DQ feeds its Conv directly and no Cast ever sits between a
+    DequantizeLinear and its consumer or in front of a QuantizeLinear (ModelOpt's layout; TensorRT
+    fuses DQ into the following layer only then). Q and DQ of one pair may differ in scale type:
+    the INT8 tensor between them is the same.
+    """
+
+    def __init__(self, model, kept: set[str]) -> None:
+        super().__init__(model, kept)
+        self.fp32_qdq = self._fp32_qdq()
+
+    def _fp32_qdq(self) -> set[str]:
+        from calibration.graph import consumers
+
+        fp32_tensors = {i.name for i in self.graph.input}
+        fp32_tensors |= {o for n in self.graph.node if n.name in self.kept for o in n.output}
+        cons = consumers(self.graph)
+        names = set()
+        for node in self.graph.node:
+            if node.op_type == "QuantizeLinear" and node.input[0] in fp32_tensors:
+                names.add(node.name)
+            readers = cons.get(node.output[0], []) if node.op_type == "DequantizeLinear" else []
+            if readers and all(r.name in self.kept for r in readers):
+                names.add(node.name)
+        return names
+
+    def _wants(self, node) -> int:
+        if node.op_type in QDQ_OPS:
+            return FLOAT if node.name in self.fp32_qdq else FLOAT16
+        return super()._wants(node)
+
+
+def _with_opset(model, opset: int):
+    """``model`` converted to ``opset`` of the default domain (unchanged when it already is)."""
+    import onnx
+    from onnx import version_converter
+
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if current >= opset:
+        return model
+    converted = version_converter.convert_version(model, opset)
+    converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for(
+        [o for o in converted.opset_import if o.domain in ("", "ai.onnx")]))
+    if [n.op_type for n in converted.graph.node] != [n.op_type for n in model.graph.node]:
+        raise ToolkitError(f"converting the Q/DQ model to opset {opset} changed its graph",
+                           fix="report this model: the INT8+FP16 file needs opset 19 (FP16 scales)")
+    onnx.checker.check_model(converted)
+    return converted
 
 
 def convert_int8_fp16(qdq_model, keep: Iterable[str] = DEFAULT_KEEP):
-    """The mixed INT8+FP16 model from a TensorRT-layout Q/DQ model: ``(model, kept_fp32_nodes)``.
+    """The mixed INT8+FP16 model for strongly typed TensorRT (10, 11) from a TensorRT-layout Q/DQ model.
 
-    What TensorRT 11 (and 10 strongly typed) needs for INT8 to beat FP16, as ModelOpt's ONNX
-    quantizer writes it with ``high_precision_dtype="fp16"``: the Q/DQ convolutions stay INT8,
-    every other float layer computes in FP16, ``keep`` (the non-local affinity) stays FP32, network
-    inputs and outputs stay FP32. At opset 17 QuantizeLinear/DequantizeLinear take FP32 only (FP16
-    scales need opset 19, which TensorRT 8.5/8.6 and ONNX Runtime 1.16 do not all parse), so the
-    Q/DQ nodes stay FP32 with a Cast on each side, as ModelOpt does below opset 19.
+    Returns ``(model, kept_fp32_nodes, scale_counts)``. As ModelOpt's ONNX quantizer writes it with
+    ``high_precision_dtype="fp16"``: opset 19 (the first with FP16 Q/DQ scales), every float layer
+    FP16, Q/DQ scales in the type of the tensor they act on (FP16), so DequantizeLinear feeds its
+    Conv directly; ``keep`` (the non-local affinity) computes in FP32 with its Casts outside every
+    Q/DQ pair; network inputs and outputs stay FP32 (the input is quantized from FP32 directly).
+    Scales are rounded up to FP16 (:func:`fp16_scales`).
     """
     kinds = [k for k in QDQ_OPS if any(n.op_type == k for n in qdq_model.graph.node)]
     if len(kinds) != 2:
         raise ToolkitError("the INT8+FP16 conversion needs a Q/DQ model",
                            found=f"QuantizeLinear/DequantizeLinear present: {', '.join(kinds) or 'none'}")
-    model, kept = convert_fp16(qdq_model, list(keep) + kinds)
-    kept_float = [name for name in kept if not any(n.name == name and n.op_type in QDQ_OPS
-                                                   for n in model.graph.node)]
-    return model, kept_float
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(_with_opset(qdq_model, FP16_SCALE_OPSET))
+    graph = model.graph
+    name_nodes(graph, "fp16")
+    _constants_to_initializers(graph)
+    exact = {i.name: i for i in graph.initializer}
+    kept = select_nodes(graph, list(keep)) if keep else []
+    scales32 = {n.input[1]: onnx.numpy_helper.to_array(exact[n.input[1]]).astype(np.float32)
+                for n in graph.node if n.op_type in QDQ_OPS and n.input[1] in exact}
+    _MixedInt8Converter(model, set(kept)).run()
+    counts = _round_scales_up(model, scales32)
+    del graph.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    onnx.checker.check_model(model, full_check=True)
+    return model, kept, counts
+
+
+def _round_scales_up(model, scales32: dict[str, np.ndarray]) -> dict[str, int]:
+    """Every FP16 Q/DQ scale rounded *up* from its FP32 value (the largest weight never saturates)
+    and never zero. Counts: ``scales``; ``subnormal`` values (under FP16's smallest normal 6.1e-5:
+    fewer significant bits, reported); ``raised`` values (under the smallest subnormal, raised to it:
+    what they scale quantizes to 0 and was ~0 anyway)."""
+    from onnx import numpy_helper
+
+    counts = {"scales": 0, "subnormal": 0, "raised": 0}
+    for init in model.graph.initializer:
+        base = init.name[:-len("__fp16")] if init.name.endswith("__fp16") else init.name
+        if init.data_type != FLOAT16 or base not in scales32:
+            continue
+        exact = scales32[base].reshape(numpy_helper.to_array(init).shape)
+        half = exact.astype(np.float16)
+        low = half.astype(np.float32) < exact
+        half[low] = np.nextafter(half[low], np.float16(np.inf))
+        raised = half == 0
+        half[raised] = np.float16(np.finfo(np.float16).smallest_subnormal)
+        if not np.isfinite(half).all():
+            raise ToolkitError(f"Q/DQ scale {base} does not fit FP16 (> 65504)",
+                               fix="keep the layer that reads it in float (--keep-int8)")
+        counts["scales"] += 1
+        counts["subnormal"] += int(np.count_nonzero(half.astype(np.float32) < FP16_TINY))
+        counts["raised"] += int(np.count_nonzero(raised))
+        init.CopyFrom(numpy_helper.from_array(half, init.name))
+    return counts

@@ -9,25 +9,12 @@ import numpy as np
 import pytest
 
 from runtime.errors import ToolkitError
+from tests.conftest import tiny_int8_files, write_images
 
 CROP = (64, 128)
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
 QUIET = lambda *a: None  # noqa: E731
-
-
-def write_images(folder: Path, n: int, hw=(96, 200), seed: int = 0) -> list[Path]:
-    import cv2
-
-    from samples.generate import render_scene
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        rgb, _ = render_scene(np.random.default_rng([seed, i]), *hw)
-        paths.append(folder / f"img_{i:03d}.png")
-        cv2.imwrite(str(paths[-1]), rgb[:, :, ::-1])
-    return paths
 
 
 @pytest.fixture(scope="module")
@@ -100,31 +87,21 @@ def test_bad_calibration_inputs(tmp_path):
 @pytest.fixture(scope="module")
 def int8(tmp_path_factory, images):
     """Both INT8 artifacts of the tiny variant (max calibration, 4 tiles) through the pipeline."""
-    from export.pipeline import Artifact, CalibRequest, Verifier, calibration_set, make_int8
-    from export.to_onnx import export_fp32, resolve_source
-    from export.verify import verification_tiles
-
-    out = tmp_path_factory.mktemp("int8")
-    path, meta, _ = export_fp32(resolve_source("tiny_cityscapes", None, True), out, log=QUIET)
-    fp32 = Artifact("fp32", path, meta, False)
-    req = CalibRequest(str(images), "max", None, max_images=4)
-    calib = calibration_set(fp32, req, progress=False)
-    verifier = Verifier(path, verification_tiles(str(images), meta.crop, meta.mean, meta.std), False, QUIET)
-    lines: list[str] = []
-    trt, ort_art, mixed = make_int8(fp32, calib, req, verifier, log=lines.append, progress=False)
-    return {"fp32": fp32, "calib": calib, "req": req, "verifier": verifier, "trt": trt, "ort": ort_art,
-            "mixed": mixed, "lines": lines}
+    return tiny_int8_files(tmp_path_factory.mktemp("int8"), images)
 
 
 def test_trt_layout_rules(int8):
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    from calibration.qdq import trt_layout_problems
+    from calibration.fusion import check_fusion
 
     model = onnx.load(str(int8["trt"].path))
-    assert trt_layout_problems(model) == []
-    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    report = check_fusion(model, "weak", int8["trt"].meta.extra["kept_float_nodes"])
+    assert report.ok, report.problems()
+    assert int8["trt"].meta.extra["fusion"] == report.counts() and report.counts()["int8"] > 10
+    assert int8["trt"].meta.extra["trt_target"]["typing"] == "weak"
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
     inits = {i.name: i for i in model.graph.initializer}
     nodes = model.graph.node
     zps = [inits[n.input[2]] for n in nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
@@ -139,9 +116,23 @@ def test_trt_layout_rules(int8):
         scale = numpy_helper.to_array(inits[dq.input[1]])
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         assert scale.ndim == 1 and scale.size > 1 and axis == 0                # per-channel, axis 0
-    # inputs-only: no Conv output goes straight into a QuantizeLinear
-    assert not any(n.op_type == "QuantizeLinear" and producer.get(n.input[0]) is not None
-                   and producer[n.input[0]].op_type == "Conv" for n in nodes)
+    # inputs-only, except the skip input of a residual Add (a downsample conv's output, as
+    # TensorRT's placement guide and ModelOpt): no other Conv output goes into a QuantizeLinear
+    from calibration.graph import consumers
+
+    cons = consumers(model.graph)
+    for n in nodes:
+        if n.op_type == "QuantizeLinear" and producer.get(n.input[0]) is not None \
+                and producer[n.input[0]].op_type == "Conv":
+            readers = [r for dq in cons[n.output[0]] for r in cons[dq.output[0]]]
+            assert readers and all(r.op_type == "Add" for r in readers), n.name
+    # every residual Add reads its skip input through a DequantizeLinear; the MaxPool input too
+    from calibration.placement import residual_adds, residual_slot
+
+    for add in residual_adds(model.graph):
+        assert producer[add.input[residual_slot(producer, add)]].op_type == "DequantizeLinear", add.name
+    pools = [n for n in nodes if n.op_type == "MaxPool"]
+    assert pools and all(producer[p.input[0]].op_type == "DequantizeLinear" for p in pools)
     # the non-local affinity is not quantized
     for n in nodes:
         if n.op_type in ("Softmax", "MatMul"):
@@ -257,13 +248,14 @@ def _elem_types(model):
     return types
 
 
-def test_int8_fp16_artifact_is_mixed_and_follows_the_qdq_rules(int8):
-    """INT8 Q/DQ convolutions (same ones as the TensorRT layout), other layers FP16, the affinity
-    FP32, FP32 I/O; passes the Q/DQ rule check; runs in ONNX Runtime close to the INT8 file."""
+def test_int8_fp16_artifact_is_mixed_and_fuses(int8):
+    """The strongly typed TensorRT file: INT8 Q/DQ on the same layers as the TensorRT 8.x file,
+    opset 19 with FP16 scales, no Cast at any Q/DQ, other layers FP16, the affinity FP32, FP32 I/O;
+    passes the fusion check; runs in ONNX Runtime close to the INT8 file."""
     import onnx
     from onnx import TensorProto
 
-    from calibration.qdq import trt_layout_problems
+    from calibration.fusion import check_fusion
     from runtime.artifact import read_onnx_meta
     from runtime.backends import open_backend
 
@@ -271,92 +263,59 @@ def test_int8_fp16_artifact_is_mixed_and_follows_the_qdq_rules(int8):
     assert mixed.path.name == "tiny_cityscapes_64x128_int8_fp16.onnx" and mixed.role == "int8-fp16"
     meta = read_onnx_meta(mixed.path)
     assert (meta.precision, meta.layout) == ("int8", "trt+fp16") and meta.extra["verify"]["nonfinite"] == 0
+    assert meta.extra["trt_target"]["typing"] == "strong"
     model = onnx.load(str(mixed.path))
-    assert trt_layout_problems(model) == []
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 19)]
+    report = check_fusion(model, "strong", trt.meta.extra["kept_float_nodes"])
+    assert report.ok, report.problems()
+    assert report.counts() == check_fusion(onnx.load(str(trt.path)), "weak", trt.meta.extra["kept_float_nodes"]).counts()
     types = _elem_types(model)
     assert [types[t.name] for t in list(model.graph.input) + list(model.graph.output)] == [TensorProto.FLOAT] * 2
     count = lambda m, op: sum(n.op_type == op for n in m.graph.node)  # noqa: E731
     ref = onnx.load(str(trt.path))
     assert count(model, "QuantizeLinear") == count(ref, "QuantizeLinear") > 20
+    prod = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:          # Casts only around the kept FP32 affinity and at the output
+        if node.op_type == "Cast":
+            src = prod.get(node.input[0])
+            assert src is None or src.op_type not in ("DequantizeLinear", "QuantizeLinear"), node.name
+        if node.op_type == "QuantizeLinear":
+            assert prod.get(node.input[0]) is None or prod[node.input[0]].op_type != "Cast", node.name
+            if node.input[0] != model.graph.input[0].name:      # the network input is quantized from FP32
+                assert types[node.input[1]] == TensorProto.FLOAT16, node.name
     by_op: dict[str, set] = {}
     for node in model.graph.node:
         by_op.setdefault(node.op_type, set()).update(types[o] for o in node.output)
     assert by_op["Softmax"] == by_op["MatMul"] == {TensorProto.FLOAT}                 # affinity FP32
     assert by_op["Conv"] == by_op["Relu"] == by_op["Add"] == {TensorProto.FLOAT16}     # the rest FP16
+    assert by_op["DequantizeLinear"] == {TensorProto.FLOAT16}
     assert set(meta.extra["kept_fp32_nodes"]) == {n.name for n in model.graph.node if n.op_type in ("Softmax", "MatMul")}
-    x = int8["calib"].tile(0)[None]
-    with open_backend(str(mixed.path)) as a, open_backend(str(trt.path)) as b:
-        out, ref_out = a(x), b(x)
-    assert out.shape == (1, 19, 64, 128) and np.isfinite(out).all()
-    assert (out.argmax(1) == ref_out.argmax(1)).mean() > 0.98
+    x = np.stack([int8["calib"].tile(i) for i in range(len(int8["calib"]))])
+    with open_backend(str(mixed.path)) as a, open_backend(str(trt.path)) as b, \
+            open_backend(str(int8["fp32"].path)) as f:
+        out, trt_out, ref = (np.concatenate([run(x[i:i + 1]) for i in range(len(x))]) for run in (a, b, f))
+    assert out.shape == (len(x), 19, 64, 128) and np.isfinite(out).all()
+    # as close to the FP32 ONNX as the FP32-scale TensorRT file is (FP16 rounding moves near-ties
+    # of this random-init model both ways: measured 98.3 % vs 98.1 %)
+    agree = lambda o: (o.argmax(1) == ref.argmax(1)).mean()  # noqa: E731
+    assert agree(out) > agree(trt_out) - 0.01 and agree(out) > 0.95
 
 
 def test_every_int8_file_declares_only_the_domains_it_uses(int8):
     """ONNX Runtime 1.16/1.17 (JetPack 5) refuse unused domains such as ai.onnx.ml 5 and IR > 9."""
     import onnx
 
-    for art in (int8["fp32"], int8["trt"], int8["ort"], int8["mixed"]):
+    for art, opset, ir in ((int8["fp32"], 17, 8), (int8["trt"], 17, 8), (int8["ort"], 17, 8), (int8["mixed"], 19, 9)):
         model = onnx.load(str(art.path))
-        assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)], art.path.name
-        assert model.ir_version == 8, art.path.name
-
-
-def _conv_qdq_model(**bad):
-    """A Conv with Q/DQ on input and weight in the TensorRT layout; ``bad`` breaks one rule."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    f16 = bad.get("fp16_input")
-    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
-    wscale = np.full(1 if bad.get("per_tensor") else 4, 0.02, np.float32)
-    zp = np.array(3 if bad.get("zero_point") else 0, np.int8)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(wscale, "ws"),
-             numpy_helper.from_array(np.zeros(4, np.int8), "wz"), numpy_helper.from_array(zp, "xz"),
-             numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
-             numpy_helper.from_array(np.zeros(4, np.int32), "b32"), numpy_helper.from_array(np.array(0.1, np.float32), "bs")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "xs"] + ([] if bad.get("no_zero_point") else ["xz"]), ["xq"], name="qx"),
-             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dqx"),
-             helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], name="qw", axis=0),
-             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="dqw", axis=0)]
-    conv_in = ["xd", "wd"]
-    if bad.get("bias"):
-        nodes.append(helper.make_node("DequantizeLinear", ["b32", "bs"], ["bd"], name="dqb"))
-        conv_in.append("bd")
-    if bad.get("orphan_q"):
-        nodes.append(helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["lost"], name="q_orphan"))
-    if bad.get("orphan_dq"):
-        nodes.append(helper.make_node("DequantizeLinear", ["nowhere", "xs", "xz"], ["dangling"], name="dq_orphan"))
-    nodes.append(helper.make_node("Conv", conv_in, ["y"], name="conv", pads=[1, 1, 1, 1]))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16 if f16 else
-                                                                         TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-@pytest.mark.parametrize("bad, message", [
-    ({}, None),
-    ({"zero_point": True}, "zero point not INT8 0"),
-    ({"no_zero_point": True}, "no zero point"),
-    ({"per_tensor": True}, "weight scale not per-channel on axis 0"),
-    ({"bias": True}, "INT32 (bias) DequantizeLinear"),
-    ({"orphan_q": True}, "QuantizeLinear not followed by DequantizeLinear"),
-    ({"orphan_dq": True}, "DequantizeLinear fed by nothing"),
-    ({"fp16_input": True}, "type"),
-])
-def test_qdq_rule_check_names_each_violation(bad, message):
-    from calibration.qdq import trt_layout_problems
-
-    problems = trt_layout_problems(_conv_qdq_model(**bad))
-    if message is None:
-        assert problems == []
-    else:
-        assert any(message in p for p in problems), problems
+        assert [(o.domain, o.version) for o in model.opset_import] == [("", opset)], art.path.name
+        assert model.ir_version == ir, art.path.name
 
 
 def test_ort_layout_attention_reads_float_and_no_qdq_is_orphaned(int8):
     import onnx
 
     from calibration.graph import attention_nodes, producers
-    from calibration.qdq import _qdq_wiring_problems
+    from calibration.fusion import check_fusion
 
     model = onnx.load(str(int8["ort"].path))
     prod = producers(model.graph)
@@ -365,7 +324,7 @@ def test_ort_layout_attention_reads_float_and_no_qdq_is_orphaned(int8):
     for node in model.graph.node:
         if node.name in chain:
             assert all(prod.get(i) is None or prod[i].op_type != "DequantizeLinear" for i in node.input), node.name
-    orphans = [p for p in _qdq_wiring_problems(model) if "quantized bias" not in p]   # INT32 bias: ORT layout
+    orphans = [p for p in check_fusion(model).file_problems if "orphan" in p]
     assert orphans == []
     used = {i for n in model.graph.node for i in n.input}
     assert all(init.name in used for init in model.graph.initializer)        # no stale scales left

@@ -44,6 +44,17 @@ def tensorrt_provider_options(cache_dir: str | None, precision: str = "fp32", la
     return opts
 
 
+# Graph passes that break FP16-scale Q/DQ files (the strongly typed TensorRT INT8 file, layout trt+fp16):
+# WeightBiasQuantization folds bias / (input scale x weight scale) into FP16, which overflows past 65504
+# on some convolutions (wrong outputs, no error) and leaves FP16 Mul nodes the CPU cannot fold.
+FP16_QDQ_DISABLED = ("WeightBiasQuantization",)
+
+
+def session_kwargs(meta: Any) -> dict[str, Any]:
+    """Extra ``InferenceSession`` arguments for one artifact (passes disabled for FP16-scale Q/DQ)."""
+    return {"disabled_optimizers": list(FP16_QDQ_DISABLED)} if meta.layout == "trt+fp16" else {}
+
+
 def resolve_providers(providers: str | Sequence[Any] | None, available: Sequence[str],
                       trt_cache_dir: str | None = None, precision: str = "fp32", layout: str = "") -> list[Any]:
     """Expand short names ("cpu", "cuda", "tensorrt") into an ORT provider list, CPU last."""
@@ -156,7 +167,8 @@ class OnnxRuntimeBackend(Backend):
         providers = resolve_providers(self.providers, ort.get_available_providers(), self.trt_cache_dir,
                                       self._meta.precision, self._meta.layout)
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers,
+                                                 **session_kwargs(self._meta))
         except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
             raise explain_load_error(path, str(exc) or type(exc).__name__) from None
         self._check_io()
