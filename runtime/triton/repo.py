@@ -14,6 +14,7 @@ dynamic batching). Engines are static: always ``max_batch_size: 0``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -259,7 +260,7 @@ def write_repository(artifacts: Sequence[str | Path], out: str | Path, opts: Rep
     then the new repository replaces it as a whole, never old models beside new ones.
     """
     opts.check()
-    out = Path(out)
+    out = Path(os.path.abspath(out))           # "." or "repo/" name the folder itself
     if not artifacts:
         raise ToolkitError("no artifacts given", fix="pass --artifacts A.onnx [B.engine ...]")
     planned_models(artifacts, opts.frame_model)
