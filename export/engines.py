@@ -1,12 +1,11 @@
 """The engine step of export/to_trt.py: artifact -> TensorRT engine + sidecar JSON, reused when unchanged.
 
 Which ONNX becomes which engine (see export/trt_builder.py for the per-version route):
-FP32 -> ``_fp32``-less name; FP16/mixed -> ``_fp16``; INT8: the mixed INT8+FP16 Q/DQ file
-(``_int8_fp16.onnx``) where the build is strongly typed (TensorRT 11, 10 with STRONGLY_TYPED: the
-file alone sets every precision), the TensorRT-layout Q/DQ file (``_int8_trt.onnx``) on TensorRT
-8.x (builder flag INT8) -> ``_int8``; --fp16 --int8 -> the mixed file everywhere (strongly typed,
-or INT8+FP16 builder flags on 8.x) -> ``_int8-fp16``; --int8 --int8-implicit (TensorRT <= 10) ->
-FP32 ONNX + entropy calibrator -> ``_int8-implicit``. The sidecar ``<engine>.json`` holds the artifact metadata
+FP32 -> ``_fp32``-less name; FP16/mixed -> ``_fp16``; INT8 -> ``_int8``, from the file of the
+installed TensorRT's generation: the strongly typed ``_int8_fp16.onnx`` (opset 19, FP16 scales) on
+TensorRT 10/11, the ``_int8_trt.onnx`` (opset 17, FP32 scales) with INT8+FP16 builder flags and the
+attention pinned FP32 on 8.x; both pass the fusion check (:mod:`calibration.fusion`) before the build.
+--int8 --int8-implicit (TensorRT <= 10) -> FP32 ONNX + entropy calibrator -> ``_int8-implicit``. The sidecar ``<engine>.json`` holds the artifact metadata
 and the build facts (TensorRT version, GPU, compute capability, sha256 of the ONNX, flags, route,
 reuse key, agreement with the ONNX where ONNX Runtime is available).
 """
@@ -25,11 +24,9 @@ from runtime.fileio import atomic_open, sha256_file
 ENGINE_RECIPE = 1
 
 
-def _tag(role: str, best: bool, implicit: bool) -> str | None:
+def _tag(role: str, implicit: bool) -> str | None:
     if implicit:
         return "int8-implicit"
-    if best or role == "int8-fp16":
-        return "int8-fp16"
     return {"fp32": None, "fp16": "fp16", "int8-trt": "int8", "int8-fp16": "int8"}[role]
 
 
@@ -37,16 +34,16 @@ def engine_source(artifacts: list[Any], fp16: bool, int8: bool, implicit: bool,
                   strongly_typed: bool) -> tuple[Any, bool]:
     """(artifact to build from, best?) for the precision flags of a --model run.
 
-    ``best`` asks for the INT8+FP16 builder flags (``trtexec --best``); a strongly typed build
-    (``Features.strongly_typed``) never needs them: the mixed file carries its precisions.
+    INT8 builds from the file of this TensorRT's generation (``Features.strongly_typed``): the
+    strongly typed ``_int8_fp16`` file on 10/11, the ``_int8_trt`` file with INT8+FP16 builder flags
+    on 8.x; either way the float layers run FP16 (``--fp16`` adds nothing). ``best`` (FP16 for the
+    layers the calibrator leaves float) only applies to implicit INT8 with ``--fp16``.
     """
     roles = {a.role: a for a in artifacts}
     if int8 and implicit:
-        return roles["fp32"], False
-    if int8 and (fp16 or strongly_typed):
-        return roles["int8-fp16"], not strongly_typed
+        return roles["fp32"], fp16
     if int8:
-        return roles["int8-trt"], False
+        return roles["int8-fp16" if strongly_typed else "int8-trt"], False
     return (roles["fp16"] if fp16 else roles["fp32"]), False
 
 
@@ -79,7 +76,9 @@ def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: C
     key = digest({"recipe": ENGINE_RECIPE, "onnx": onnx_sha, "trt": trt.__version__, "gpu": gpu,
                   "plan": [plan.strongly_typed, plan.flags, plan.pin_fp32], "workspace": workspace,
                   "calib": getattr(calib, "key", None)})
-    path = art.path.with_name(artifact_name(art.meta, _tag(art.role, best, implicit), ".engine"))
+    if precision == "int8" and not implicit:
+        _check_fusion(art, plan.strongly_typed, keep, log)
+    path = art.path.with_name(artifact_name(art.meta, _tag(art.role, implicit), ".engine"))
     if _engine_reusable(path, key):
         log(f"reusing {path} (same ONNX, TensorRT, GPU and options; key {key[:12]})")
         return f"engine    {path}  (reused)"
@@ -91,8 +90,7 @@ def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: C
         f.write(result.engine)
     facts = {**build_facts(trt.__version__, result, art.path, onnx_sha), "build_key": key, "route": _route(plan, implicit),
              "workspace_gib": workspace, "timing_cache": str(cache) if cache else None}
-    meta = art.meta.replace(layout=("trt+fp16" if best else art.meta.layout),
-                            precision=precision)
+    meta = art.meta.replace(precision=precision)
     facts["verify"] = {"failed": "verification did not finish"}    # until it has (no reuse before)
     _write_sidecar(path, meta, facts)              # the runtime's TensorRT backend reads it
     try:
@@ -105,6 +103,23 @@ def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: C
     _write_sidecar(path, meta, facts)
     log(f"wrote {path} and {sidecar_path(path).name}")
     return f"engine    {path}  (built in {result.seconds:.0f} s, {facts['route']})"
+
+
+def _check_fusion(art: Any, strongly_typed: bool, kept: list, log: Callable) -> None:
+    """Refuse a Q/DQ file whose layers TensorRT would not fuse into INT8 (e.g. one written by an older
+    version of this toolkit, with Casts around its Q/DQ); needs ``onnx`` (skipped, said, without it)."""
+    try:
+        import onnx
+    except ImportError:
+        log("fusion check skipped: the onnx package is not installed here")
+        return
+    from calibration.fusion import check_fusion
+
+    report = check_fusion(onnx.load(str(art.path)), "strong" if strongly_typed else "weak", kept)
+    if not report.ok:
+        raise ToolkitError(f"{art.path.name} would not run INT8 in TensorRT: " + "; ".join(report.problems()[:3]),
+                           fix="re-export it with this version of export/to_trt.py (--int8)")
+    log(f"{art.path.name}: {report.summary()}")
 
 
 def _write_sidecar(path: Path, meta: Any, facts: dict) -> None:
@@ -176,9 +191,9 @@ def engines_from_files(args: argparse.Namespace, log: Callable) -> list[str]:
         if role == "int8-ort":
             raise ToolkitError(f"{name} is the ONNX-Runtime-CPU INT8 layout, not for TensorRT",
                                fix="pass the *_int8_fp16.onnx (or *_int8_trt.onnx) artifact")
-        if args.fp16 and role not in ("int8-trt", "int8-fp16"):
-            raise ToolkitError("--fp16 with --onnx means 'INT8 + FP16' and needs a *_int8_fp16.onnx artifact",
-                               fix="pass the *_fp16.onnx artifact without --fp16 for an FP16 engine")
+        if args.fp16 and role not in ("fp16", "int8-trt", "int8-fp16"):
+            raise ToolkitError("--fp16 with --onnx builds from an FP16 or INT8 artifact, not an FP32 one",
+                               fix="pass the *_fp16.onnx artifact (or drop --fp16 for an FP32 engine)")
         if args.int8_implicit and role != "fp32":
             raise ToolkitError("--int8 --int8-implicit calibrates an FP32 ONNX", fix="pass the FP32 artifact")
         art = Artifact(role, Path(name), meta, True)
@@ -186,22 +201,21 @@ def engines_from_files(args: argparse.Namespace, log: Callable) -> list[str]:
         if args.int8_implicit:
             req = CalibRequest(args.calib_data, max_images=args.calib_images or 500)
             calib = calibration_set(art, req, progress=not args.quiet)
-        best = (args.fp16 and role == "int8-trt") or (role == "int8-fp16" and not _strongly_typed())
-        lines.append(build_one(art, best, calib, args, log))
+        lines.append(build_one(art, bool(args.fp16 and args.int8_implicit), calib, args, log))
     return lines
 
 
 def target_command(args: argparse.Namespace, artifacts: list[Any]) -> str:
     """The command that builds the same engine on the target from the artifacts made here.
 
-    The target's TensorRT is unknown here: plain --int8 names the strongly typed (10/11) file and
-    adds the TensorRT 8.x alternative; in --onnx mode the mixed file picks its route itself.
+    The target's TensorRT is unknown here: --int8 names the strongly typed (10/11) file and adds the
+    TensorRT 8.x file as the alternative.
     """
     art, _ = engine_source(artifacts, args.fp16, args.int8, args.int8_implicit, strongly_typed=True)
     command = _command(args, art)
-    if args.int8 and not (args.fp16 or args.int8_implicit):
+    if args.int8 and not args.int8_implicit:
         legacy, _ = engine_source(artifacts, False, True, False, strongly_typed=False)
-        command += f"   (TensorRT 8.x, INT8 with FP32 elsewhere: {_command(args, legacy)})"
+        command += f"   (TensorRT 8.x: {_command(args, legacy)})"
     return command
 
 

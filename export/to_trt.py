@@ -5,11 +5,12 @@
     python export/to_trt.py --onnx artifacts/r50os8_cityscapes_512x1024_fp16.onnx --backend tensorrt
 
 Precision is a property of the ONNX artifact (TensorRT 11 leaves no other way): --fp16 makes an
-FP16/mixed ONNX (non-local affinity kept FP32), --int8 three calibrated Q/DQ ONNX files (TensorRT
-layout; ONNX-Runtime-CPU layout; TensorRT layout with the other layers FP16 and the affinity FP32,
-``_int8_fp16``). The INT8 engine is built from ``_int8_fp16`` where the build is strongly typed
-(TensorRT 11, 10), from ``_int8_trt`` on 8.x; --fp16 --int8 ("best", as trtexec --best) builds from
-``_int8_fp16`` everywhere. No flag: FP32. Every artifact is verified with ONNX Runtime.
+FP16/mixed ONNX (non-local affinity kept FP32), --int8 three calibrated Q/DQ ONNX files, one per
+target: ``_int8_fp16`` for TensorRT 10/11 (strongly typed: opset 19, FP16 scales, float layers FP16,
+affinity FP32), ``_int8_trt`` for TensorRT 8.x (opset 17, FP32 scales; built with INT8+FP16 flags,
+affinity pinned FP32) and ``_int8_ort`` for ONNX Runtime on CPUs. The engine step picks the file of
+the installed TensorRT; every TensorRT file passes the fusion check (calibration/fusion.py). No
+flag: FP32. Every artifact is verified with ONNX Runtime.
 
 --max-drop X (with --int8 or --fp16, --calib-data, optional --eval-data): search the fastest
 artifact whose mIoU drop against PyTorch on held-out frames stays within X points (export/budget.py).
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(ap, src)
     src.add_argument("--onnx", nargs="+", metavar="FILE", help="build engines from these toolkit ONNX artifacts")
     ap.add_argument("--fp16", action="store_true",
-                    help="FP16/mixed artifact (with --int8: 'best'); for GPUs: on a CPU, ONNX Runtime runs it no "
+                    help="FP16/mixed artifact (INT8 engines run their float layers FP16 anyway); for GPUs: on a CPU, ONNX Runtime runs it no "
                          "faster than FP32 (use FP32 or --int8 there, or bf16 in the runtime commands: --backend openvino "
                          "--ov-precision bf16 where the CPU has AVX512-BF16/AMX)")
     ap.add_argument("--int8", action="store_true", help="INT8 Q/DQ artifacts calibrated on --calib-data")

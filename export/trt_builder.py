@@ -9,12 +9,11 @@ Differences are handled by feature detection (``hasattr``), never by version str
   does not (8.5/8.6), the FP16/mixed ONNX is built with ``BuilderFlag.FP16`` and its kept-FP32
   layers (the non-local affinity) pinned by precision constraints; a Q/DQ ONNX gets
   ``BuilderFlag.INT8``.
-* ``--fp16 --int8`` ("best", as ``trtexec --best``): the Q/DQ ONNX with the non-quantized layers
-  free to run in FP16; that needs the builder flags, so it is refused on TensorRT 11.
-* The mixed INT8 artifact (precision ``int8``, layout ``trt+fp16``: Q/DQ convolutions, other float
-  layers FP16, attention FP32 through Casts) is built strongly typed where ``STRONGLY_TYPED``
-  exists (10, 11: no builder precision flags); on 8.x with ``INT8`` + ``FP16`` and its FP32 layers
-  pinned.
+* INT8, one Q/DQ file per TensorRT generation (issue 18, spec/tensorrt.md "The INT8 layout
+  TensorRT fuses"): TensorRT 10/11 build the strongly typed ``_int8_fp16`` file (opset 19, FP16
+  scales, FP16 float layers, attention FP32; no builder precision flags); TensorRT 8.x builds the
+  ``_int8_trt`` file (opset 17, FP32 scales) with ``INT8`` + ``FP16`` and the attention pinned FP32.
+  Each file is refused, naming the other, where its route does not exist.
 * Implicit INT8 (``IInt8EntropyCalibrator2`` + calibration cache) only where it still exists (<= 10).
 * ``build_serialized_network`` returning None is an error carrying the builder's own log; parser
   errors are listed in full. The timing cache file is keyed by TensorRT version and GPU, and a
@@ -104,51 +103,55 @@ class BuildPlan:
     calibrator: Any = None
 
 
-MIXED_INT8_LAYOUT = "trt+fp16"       # the INT8 artifact whose float layers are FP16 (int8-fp16 role)
+MIXED_INT8_LAYOUT = "trt+fp16"       # the strongly typed INT8 file (_int8_fp16: opset 19, FP16 scales)
+WEAK_INT8_FILE = "*_int8_trt.onnx (opset 17, FP32 Q/DQ scales)"
+STRONG_INT8_FILE = "*_int8_fp16.onnx (opset 19, FP16 Q/DQ scales)"
 
 
 def plan_build(feat: Features, precision: str, best: bool = False, implicit: bool = False,
                keep_fp32: Sequence[str] = (), layout: str = "") -> BuildPlan:
     """Decide the route for ``precision`` ("fp32" | "fp16" | "int8") on this TensorRT.
 
-    ``layout`` is the artifact's metadata layout; ``"trt+fp16"`` with precision int8 is the mixed
-    INT8+FP16 artifact (its precision is all in the file).
+    INT8 has one file per TensorRT generation (``layout`` from the artifact's metadata):
+    ``"trt+fp16"`` is the strongly typed file for TensorRT 10/11; ``"trt"`` the FP32 Q/DQ file for
+    TensorRT 8.x, built with the INT8 and FP16 builder flags and ``keep_fp32`` (the attention)
+    pinned FP32, so every route gives INT8 convolutions, FP16 float layers and an FP32 affinity.
+    A file that this TensorRT cannot build that way is refused, naming the right one. ``best``
+    only matters for implicit INT8 (FP16 for the layers the calibrator leaves in float).
     """
-    if precision == "int8" and layout == MIXED_INT8_LAYOUT and not implicit:
-        return _plan_mixed_int8(feat, keep_fp32)
-    if precision == "fp32":
-        return BuildPlan("fp32", feat.strongly_typed)
     if precision == "int8" and implicit:
         if not (feat.implicit_int8 and feat.int8_flag):
             raise ToolkitError("this TensorRT has no implicit INT8 calibration (removed in TensorRT 11)",
                                fix="drop --int8-implicit: the Q/DQ ONNX route builds INT8 on every version")
         flags = ["INT8"] + (["FP16"] if best and feat.fp16_flag else [])
         return BuildPlan("fp32", False, flags, list(keep_fp32) if best else [])
-    if best:
-        if not (feat.fp16_flag and feat.int8_flag):
-            raise ToolkitError("--fp16 --int8 (INT8 with FP16 for the other layers) needs the builder "
-                               "precision flags, which this TensorRT (11+) no longer has",
-                               fix="use --int8 (Q/DQ, other layers FP32) or --fp16")
-        return BuildPlan("int8-trt", False, ["INT8", "FP16"], list(keep_fp32))
+    if precision == "int8":
+        return _plan_strong_int8(feat) if layout == MIXED_INT8_LAYOUT else _plan_weak_int8(feat, keep_fp32)
+    if precision == "fp32":
+        return BuildPlan("fp32", feat.strongly_typed)
     if precision == "fp16":
         if feat.strongly_typed:
             return BuildPlan("fp16", True)
         if not feat.fp16_flag:
             raise ToolkitError("this TensorRT offers neither STRONGLY_TYPED nor BuilderFlag.FP16")
         return BuildPlan("fp16", False, ["FP16"], list(keep_fp32))
-    if precision == "int8":
-        if feat.strongly_typed:
-            return BuildPlan("int8-trt", True)
-        return BuildPlan("int8-trt", False, ["INT8"] if feat.int8_flag else [])
     raise ToolkitError(f"unknown precision {precision!r}", expected="fp32, fp16 or int8")
 
 
-def _plan_mixed_int8(feat: Features, keep_fp32: Sequence[str]) -> BuildPlan:
-    if feat.strongly_typed:
-        return BuildPlan("int8-fp16", True)
-    if not (feat.fp16_flag and feat.int8_flag):
-        raise ToolkitError("this TensorRT offers neither STRONGLY_TYPED nor the INT8/FP16 builder flags")
-    return BuildPlan("int8-fp16", False, ["INT8", "FP16"], list(keep_fp32))
+def _plan_strong_int8(feat: Features) -> BuildPlan:
+    if not feat.strongly_typed:
+        raise ToolkitError(f"the INT8 file {STRONG_INT8_FILE} is for TensorRT 10/11 (strongly typed); this "
+                           "TensorRT (8.x) parses opset <= 17 and FP32 Q/DQ scales only",
+                           fix=f"build from the TensorRT 8.x file beside it, {WEAK_INT8_FILE}")
+    return BuildPlan("int8-fp16", True)
+
+
+def _plan_weak_int8(feat: Features, keep_fp32: Sequence[str]) -> BuildPlan:
+    if not (feat.int8_flag and feat.fp16_flag):
+        raise ToolkitError(f"the INT8 file {WEAK_INT8_FILE} is for TensorRT 8.x: its float layers run FP16 "
+                           "through the INT8/FP16 builder flags, which this TensorRT (11+) no longer has",
+                           fix=f"build from the strongly typed file beside it, {STRONG_INT8_FILE}")
+    return BuildPlan("int8-trt", False, ["INT8", "FP16"], list(keep_fp32))
 
 
 def enum_name(value: Any) -> str:

@@ -18,11 +18,12 @@ def _artifacts():
 @pytest.mark.parametrize("fp16, int8, implicit, strongly_typed, role, best", [
     (False, False, False, True, "fp32", False),
     (True, False, False, True, "fp16", False),
-    (False, True, False, True, "int8-fp16", False),     # 10/11: plain --int8 = the mixed file, typed
-    (False, True, False, False, "int8-trt", False),     # 8.x: INT8 flag on the TensorRT-layout file
-    (True, True, False, True, "int8-fp16", False),      # --fp16 --int8, strongly typed: no flags
-    (True, True, False, False, "int8-fp16", True),      # --fp16 --int8 on 8.x: INT8+FP16 flags
+    (False, True, False, True, "int8-fp16", False),     # 10/11: the strongly typed file (opset 19, FP16 scales)
+    (False, True, False, False, "int8-trt", False),     # 8.x: the FP32-scale file, INT8+FP16 flags (the plan)
+    (True, True, False, True, "int8-fp16", False),      # --fp16 adds nothing to INT8: float layers are FP16
+    (True, True, False, False, "int8-trt", False),
     (False, True, True, False, "fp32", False),          # implicit INT8 calibrates the FP32 file
+    (True, True, True, False, "fp32", True),            # ... with FP16 for the layers it leaves float
 ])
 def test_engine_source_per_route(fp16, int8, implicit, strongly_typed, role, best):
     from export.engines import engine_source
@@ -34,8 +35,8 @@ def test_engine_source_per_route(fp16, int8, implicit, strongly_typed, role, bes
 def test_engine_tag_names_what_the_engine_computes():
     from export.engines import _tag
 
-    assert _tag("int8-fp16", False, False) == _tag("int8-trt", True, False) == "int8-fp16"
-    assert _tag("int8-trt", False, False) == "int8" and _tag("fp32", False, True) == "int8-implicit"
+    assert _tag("int8-fp16", False) == _tag("int8-trt", False) == "int8"
+    assert _tag("fp32", True) == "int8-implicit" and _tag("fp16", False) == "fp16" and _tag("fp32", False) is None
 
 
 def test_target_command_for_int8_names_both_routes():
@@ -46,4 +47,4 @@ def test_target_command_for_int8_names_both_routes():
     assert text.startswith("python export/to_trt.py --onnx out/m_int8-fp16.onnx --backend tensorrt")
     assert "TensorRT 8.x" in text and "--onnx out/m_int8-trt.onnx" in text
     args.fp16 = True
-    assert target_command(args, _artifacts()) == "python export/to_trt.py --onnx out/m_int8-fp16.onnx --backend tensorrt"
+    assert target_command(args, _artifacts()) == text

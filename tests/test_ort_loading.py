@@ -72,7 +72,7 @@ def test_to_trt_onnx_mode_reads_artifacts_without_onnx(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     args = argparse.Namespace(onnx=[str(f) for f in files], fp16=False, int8_implicit=False, quiet=True)
     for typed, expected in ((True, [("int8-fp16", False), ("int8-trt", False)]),
-                            (False, [("int8-fp16", True), ("int8-trt", False)])):
+                            (False, [("int8-fp16", False), ("int8-trt", False)])):
         monkeypatch.setattr(engines, "_strongly_typed", lambda typed=typed: typed)
         built.clear()
         engines.engines_from_files(args, lambda *a: None)
@@ -82,8 +82,7 @@ def test_to_trt_onnx_mode_reads_artifacts_without_onnx(tmp_path, monkeypatch):
 @pytest.mark.parametrize("precision, layout, flags", [
     ("fp32", "", set()),
     ("fp16", "fp32-attention", {"trt_fp16_enable"}),
-    ("int8", "trt", {"trt_int8_enable"}),
-    ("int8", "trt+fp16", {"trt_int8_enable", "trt_fp16_enable"}),
+    ("int8", "trt", {"trt_int8_enable", "trt_fp16_enable"}),
 ])
 def test_tensorrt_provider_options_per_artifact(tmp_path, precision, layout, flags):
     from runtime.backends.onnxruntime_backend import resolve_providers
@@ -94,6 +93,17 @@ def test_tensorrt_provider_options_per_artifact(tmp_path, precision, layout, fla
     assert opts["trt_timing_cache_enable"] and opts["trt_timing_cache_path"] == str(tmp_path)
     assert opts["trt_engine_cache_path"] == str(tmp_path)
     assert {k for k in ("trt_int8_enable", "trt_fp16_enable") if opts.get(k)} == flags
+
+
+def test_tensorrt_provider_refuses_the_strongly_typed_int8_file(tmp_path):
+    """ONNX Runtime's TensorRT provider builds weakly typed networks: the _int8_fp16 file (opset 19,
+    FP16 scales, for strongly typed TensorRT 10/11) is refused, naming the _int8_trt file."""
+    from runtime.backends.onnxruntime_backend import resolve_providers
+
+    for layout in ("trt+fp16", "ort"):
+        with pytest.raises(ToolkitError, match="_int8_trt.onnx"):
+            resolve_providers("tensorrt", [TRT, CUDA, CPU], str(tmp_path), "int8", layout)
+    assert resolve_providers("cpu", [TRT, CUDA, CPU], str(tmp_path), "int8", "trt+fp16") == [CPU]
 
 
 def test_backend_hands_the_int8_options_to_the_tensorrt_provider(tmp_path, monkeypatch):

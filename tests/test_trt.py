@@ -135,8 +135,8 @@ def test_real_int8_engine_from_qdq(tmp_path):
                                  "--out", str(out), "--backend", "tensorrt", "--quiet"]) == 0
     from export.engines import _strongly_typed
 
-    # strongly typed (10, 11): from the INT8+FP16 file; 8.x: from the TensorRT-layout file, flag INT8
-    name, layout = ("int8-fp16", "trt+fp16") if _strongly_typed() else ("int8", "trt")
+    # strongly typed (10, 11): from the _int8_fp16 file; 8.x: from the _int8_trt file, flags INT8+FP16
+    name, layout = "int8", ("trt+fp16" if _strongly_typed() else "trt")
     meta, build = read_sidecar(out / f"tiny_cityscapes_64x128_{name}.engine")
     assert meta.precision == "int8" and meta.layout == layout and build["verify"]["nonfinite"] == 0
 

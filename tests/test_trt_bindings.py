@@ -42,26 +42,34 @@ def test_features_and_enum_values(version):
 
 @pytest.mark.parametrize("version", TENSORRT)
 def test_every_route_with_real_flags(version):
+    """One INT8 file per TensorRT generation (issue 18): 8.x builds _int8_trt with INT8+FP16 flags and
+    the attention pinned, refusing _int8_fp16 (opset 19, FP16 scales); 10 builds _int8_fp16 strongly
+    typed and still _int8_trt with its (deprecated) flags; 11 builds _int8_fp16 and refuses _int8_trt."""
     routes, major = _report(version)["routes"], _major(version)
     batch = ["EXPLICIT_BATCH"] if major < 11 else []
     typed = {"network_flags": sorted(batch + ["STRONGLY_TYPED"]), "builder_flags": [], "strongly_typed": True}
-    legacy_best = {"network_flags": batch, "strongly_typed": False,
-                   "builder_flags": ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"]}
+    flags_int8 = {"network_flags": batch, "strongly_typed": False, "onnx_role": "int8-trt",
+                  "builder_flags": ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"]}
     if major == 8:
-        want = {"fp32": {"builder_flags": []}, "fp16": {"builder_flags": ["FP16", "OBEY_PRECISION_CONSTRAINTS"]},
-                "int8": {"builder_flags": ["INT8"]}, "best": legacy_best, "int8-fp16": legacy_best}
+        want = {"fp32": {"builder_flags": []}, "fp16": {"builder_flags": ["FP16", "OBEY_PRECISION_CONSTRAINTS"]}}
         want = {k: {"network_flags": batch, "strongly_typed": False, **v} for k, v in want.items()}
+        want["int8-trt"] = flags_int8
+        refused = {"int8-fp16": "is for TensorRT 10/11"}
     else:
-        want = {"fp32": typed, "fp16": typed, "int8": typed, "int8-fp16": typed}
+        want = {"fp32": typed, "fp16": typed, "int8-fp16": {**typed, "onnx_role": "int8-fp16"}}
+        refused = {}
         if major == 10:
-            want["best"] = legacy_best
+            want["int8-trt"] = flags_int8
+        else:
+            refused = {"int8-trt": "no longer has", "implicit": "removed in TensorRT 11"}
     for name, expected in want.items():
         got = routes[name]
         assert {k: got[k] for k in expected} == expected, (name, got)
-    assert routes["int8-fp16"]["onnx_role"] == "int8-fp16" and routes["int8"]["onnx_role"] == "int8-trt"
-    if major >= 11:
-        assert "no longer has" in routes["best"]["refused"] and "removed in TensorRT 11" in routes["implicit"]["refused"]
-    else:
+    for name, words in refused.items():
+        assert words in routes[name]["refused"], (name, routes[name])
+    assert "_int8_trt.onnx" in routes["int8-fp16"].get("refused", "_int8_trt.onnx")     # names the other file
+    assert "_int8_fp16.onnx" in routes["int8-trt"].get("refused", "_int8_fp16.onnx")
+    if major < 11:
         implicit = routes["implicit"]
         assert (implicit["onnx_role"], implicit["builder_flags"], implicit["calibrator_set"]) == ("fp32", ["INT8"], True)
         assert implicit["calibrator_freed"] == 1 and implicit["streams_left"] == 0    # bug 7: released
@@ -75,7 +83,7 @@ def test_pin_exact_names_and_float_outputs_only(version):
         assert "no layer precision constraints" in r["pin_direct"]["error"]
         return
     assert r["pin_direct"] == {"ok": len(KEPT)}
-    for name in ("fp16", "best", "int8-fp16") if _major(version) == 8 else ("best",):
+    for name in ("fp16", "int8-trt") if _major(version) == 8 else ("int8-trt",):
         route = r["routes"][name]
         assert route["pinned"] == KEPT
         assert route["output_types"] == [[n, 0, "FLOAT", "FLOAT"] for n in KEPT]
@@ -158,5 +166,11 @@ def test_print_matrix(capsys):
     trt, cuda = collect()
     if all(isinstance(r, str) for r in [*trt.values(), *cuda.values()]):
         pytest.skip(next(iter(trt.values())))
+    text = format_matrix(trt, cuda)
     with capsys.disabled():
-        print("\n" + format_matrix(trt, cuda))
+        print("\n" + text)
+    lines = text.splitlines()
+    assert lines[0].split()[:1] == ["TensorRT"] and all(k in lines[0] for k in ("int8-trt", "int8-fp16"))
+    for version in TENSORRT:
+        row = next(line for line in lines if line.startswith(version + " "))
+        assert "skipped" in row or ("typed" in row if _major(version) >= 10 else "INT8+FP16" in row), row

@@ -30,16 +30,23 @@ SHORT_PROVIDERS = {
 def tensorrt_provider_options(cache_dir: str | None, precision: str = "fp32", layout: str = "") -> dict[str, Any]:
     """Default options of ONNX Runtime's TensorRT provider for one artifact.
 
-    Engine and timing caches under ``cache_dir``; ``trt_int8_enable`` for a Q/DQ file (TensorRT 8.x
-    builds explicit-quantization networks only with the INT8 flag) and ``trt_fp16_enable`` for files
-    that hold FP16 layers (FP16 and INT8+FP16), as the builder flags of export/to_trt.py on 8.x.
+    Engine and timing caches under ``cache_dir``; ``trt_int8_enable`` + ``trt_fp16_enable`` for the
+    TensorRT 8.x Q/DQ file (the provider builds weakly typed networks, on TensorRT 8.6 and 10 alike,
+    so only that file fits it; the strongly typed ``_int8_fp16`` file is refused) and
+    ``trt_fp16_enable`` for FP16 files, as the builder flags of export/to_trt.py on 8.x. The provider
+    has no per-layer precision option: the affinity is not pinned FP32 there (export/to_trt.py does).
     """
+    if precision == "int8" and layout != "trt":
+        raise ToolkitError(f"ONNX Runtime's TensorRT provider cannot run the INT8 layout {layout!r}: it builds "
+                           "weakly typed networks with builder flags (TensorRT 8.6 and 10), which take the "
+                           "TensorRT 8.x file (opset 17, FP32 Q/DQ scales)",
+                           fix="pass the *_int8_trt.onnx artifact beside it (or --providers cpu for this file)")
     cache = cache_dir or os.path.join("artifacts", "ort_trt_cache")
     opts: dict[str, Any] = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
                             "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
     if precision == "int8":
         opts["trt_int8_enable"] = True
-    if precision == "fp16" or layout == "trt+fp16":
+    if precision in ("fp16", "int8"):     # INT8: the float layers FP16, as export/to_trt.py builds it
         opts["trt_fp16_enable"] = True
     return opts
 

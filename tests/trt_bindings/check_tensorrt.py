@@ -25,8 +25,8 @@ RECEIVERS = {"builder": "Builder", "config": "IBuilderConfig", "network": "INetw
              "parser": "OnnxParser", "layer": "ILayer", "err": "ParserError", "self._engine": "ICudaEngine",
              "self._context": "IExecutionContext", "self._runtime": "Runtime",
              "ndf": "NetworkDefinitionCreationFlag", "bf": "BuilderFlag"}
-ROUTES = (("fp32", "fp32", {}), ("fp16", "fp16", {}), ("int8", "int8", {}), ("best", "int8", {"best": True}),
-          ("implicit", "int8", {"implicit": True}), ("int8-fp16", "int8", {"layout": "trt+fp16"}))
+ROUTES = (("fp32", "fp32", {}), ("fp16", "fp16", {}), ("int8-trt", "int8", {"layout": "trt"}),
+          ("int8-fp16", "int8", {"layout": "trt+fp16"}), ("implicit", "int8", {"implicit": True}))
 KEEP = ["/nl_block/MatMul", "/nl_block/Softmax", "/ArgMax", "/Cast"]
 LAYERS = [("/nl_block/MatMul", "MATRIX_MULTIPLY", ["FLOAT"]),
           ("/nl_block/MatMul_1", "MATRIX_MULTIPLY", ["FLOAT"]),

@@ -7,7 +7,7 @@ from typing import Any
 from tests.trt_bindings.prepare import (CUDA_PYTHON, TENSORRT, Unavailable, prepare_cuda, prepare_tensorrt,
                                         run_check)
 
-ROUTE_ORDER = ("fp32", "fp16", "int8", "best", "implicit", "int8-fp16")
+ROUTE_ORDER = ("fp32", "fp16", "int8-trt", "int8-fp16", "implicit")
 ENGINE_STEP_TRT = "10.3.0"      # the TensorRT next to each cuda-python for the engine-step check
 
 
@@ -61,7 +61,8 @@ def format_matrix(trt: dict[str, Any], cuda: dict[str, Any]) -> str:
     width = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(head))]
     lines = ["  ".join(c.ljust(width[i]) for i, c in enumerate(row)) for row in rows]
     lines.append("routes: typed = strongly typed network, no builder precision flags; A+B = builder flags "
-                 "(FP32 layers pinned where listed); refused = ToolkitError")
+                 "(FP32 layers pinned where listed); refused = ToolkitError naming the other file; int8-trt = "
+                 "the TensorRT 8.x INT8 file (_int8_trt), int8-fp16 = the strongly typed one (_int8_fp16)")
     for version, r in cuda.items():
         if isinstance(r, str):
             lines.append(f"cuda-python {version}: skipped: {r}")
