@@ -209,13 +209,14 @@ def make_int8_fp16(trt: Artifact, verifier: Verifier, log: Callable[[str], None]
     for note in notes:
         log(f"{name}: {note}")
     extra = {k: v for k, v in trt.meta.extra.items() if k not in ("verify", "build_key", "layout_check", "fusion")}
+    meta = trt.meta.replace(layout="trt+fp16", extra={
+        **extra, "source_int8_trt_sha256": source_sha, "keep_fp32": list(DEFAULT_KEEP),
+        "kept_fp32_nodes": kept, "build_key": key, "layout_check": notes,
+        "fusion": fusion.counts(), "fp16_scales": scales, "trt_target": TRT_TARGETS["strong"]})
+    write_meta(model, meta)        # before the check: ONNX Runtime's session set-up reads the layout
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
-        verify = verifier.check(tmp, name, INT8_MIN_AGREEMENT)
-        meta = trt.meta.replace(layout="trt+fp16", extra={
-            **extra, "source_int8_trt_sha256": source_sha, "keep_fp32": list(DEFAULT_KEEP),
-            "kept_fp32_nodes": kept, "build_key": key, "verify": verify, "layout_check": notes,
-            "fusion": fusion.counts(), "fp16_scales": scales, "trt_target": TRT_TARGETS["strong"]})
+        meta = meta.replace(extra={**meta.extra, "verify": verifier.check(tmp, name, INT8_MIN_AGREEMENT)})
         _finish(tmp, meta)
     log(f"wrote {path}")
     return Artifact("int8-fp16", path, meta, False, notes)

@@ -33,9 +33,10 @@ def write_images(folder: Path, n: int, hw=(96, 200), seed: int = 0) -> list[Path
     return paths
 
 
-def tiny_int8_files(out: Path, images: Path | None = None) -> dict:
-    """The tiny variant's FP32 and INT8 artifacts through the export pipeline (random init, max
-    calibration on 4 synthetic images): keys fp32, calib, req, verifier, trt, ort, mixed, lines."""
+def tiny_int8_files(out: Path, images: Path | None = None, variant: str = "tiny_cityscapes",
+                    crop: tuple[int, int] | None = None) -> dict:
+    """A variant's (tiny by default) FP32 and INT8 artifacts through the export pipeline (random init,
+    max calibration on 4 synthetic images): keys fp32, calib, req, verifier, trt, ort, mixed, lines."""
     from export.pipeline import Artifact, CalibRequest, Verifier, calibration_set, make_int8
     from export.to_onnx import export_fp32, resolve_source
     from export.verify import verification_tiles
@@ -44,7 +45,7 @@ def tiny_int8_files(out: Path, images: Path | None = None) -> dict:
         images = out / "images"
         write_images(images, 6)
     quiet = lambda *a: None  # noqa: E731
-    path, meta, _ = export_fp32(resolve_source("tiny_cityscapes", None, True), out, log=quiet)
+    path, meta, _ = export_fp32(resolve_source(variant, None, True), out, crop=crop, log=quiet)
     fp32 = Artifact("fp32", path, meta, False)
     req = CalibRequest(str(images), "max", None, max_images=4)
     calib = calibration_set(fp32, req, progress=False)

@@ -61,6 +61,22 @@ def test_artifact_loads_and_runs_in_this_onnx_runtime(built, kind):
     assert agree > 0.9
 
 
+def test_the_int8_file_this_jetpack_builds_loads_and_names_its_tensorrt(built):
+    """JetPack 5 (Python 3.8, ONNX Runtime 1.16, TensorRT 8.5) builds from _int8_trt (opset 17, FP32
+    scales); JetPack 6.1+ (Python 3.10, ONNX Runtime 1.17, TensorRT 10.3) from _int8_fp16 (opset 19,
+    FP16 scales). The file says which TensorRT it is for, and this ONNX Runtime runs it."""
+    from runtime.artifact import read_onnx_meta
+    from runtime.backends import open_backend
+
+    kind, typing = ("int8_trt", "weak") if sys.version_info[:2] == (3, 8) else ("int8_fp16", "strong")
+    meta = read_onnx_meta(artifact(built, kind))
+    assert meta.extra["trt_target"]["typing"] == typing
+    assert meta.extra["fusion"]["not_int8"] == 0 and meta.extra["fusion"]["int8"] > 5
+    with open_backend(str(artifact(built, kind))) as backend:
+        out = backend(np.zeros(backend.input_shape, np.float32))
+    assert np.isfinite(out).all()
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_segment_cli(built, kind, tmp_path):
     from runtime.segment import main
