@@ -29,7 +29,7 @@ import numpy as np
 
 from calibration.budget import Unit
 from export.pipeline import INT8_RECIPE, Artifact, CalibRequest
-from export.to_onnx import artifact_name, digest
+from export.exporter import artifact_name, digest
 from runtime.errors import ToolkitError
 from runtime.fileio import (atomic_path, place_files, remove_stale_temporaries, sha256_file, temporary_dir,
                             undo_unfinished_placements)
@@ -247,8 +247,8 @@ def sensitivity_tiles(calib: Any, count: int = SENSITIVITY_TILES) -> np.ndarray:
 def budget_artifacts(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Artifact], str]:
     """FP32 ONNX (exported or reused), then the budgeted artifacts; returns (artifacts, weights label)."""
     from calibration.calibset import list_source_images
-    from export.to_onnx import export_fp32, resolve_source
-    from runtime.apps.cli import parse_hw
+    from export.exporter import export_fp32, resolve_source
+    from runtime.values import parse_hw
     from runtime.fileio import ensure_writable_dir
 
     ensure_writable_dir(args.out)
@@ -390,7 +390,7 @@ def _stage(fp32: Artifact, src: Path, precision: str, layout: str, tag: str, ext
     the whole set); the Artifact carries the final path."""
     import onnx
 
-    from export.to_onnx import write_meta
+    from export.exporter import write_meta
 
     path = fp32.path.with_name(artifact_name(fp32.meta, tag))
     base = {k: v for k, v in fp32.meta.extra.items() if k in ("versions", "opset", "exporter")}

@@ -1,7 +1,7 @@
 """Held-out scoring for ``--max-drop``: frames disjoint from the calibration images, the PyTorch
 reference on them (cached), and each candidate's mIoU drop, agreement and CPU time per tile.
 
-Scoring is the accuracy gate's own (``runtime.apps.evaluate.run_backend``: the runtime tiler, one
+Scoring is the accuracy gate's own (``apps.evaluate.run_backend``: the runtime tiler, one
 confusion matrix over the split); the reference label maps are cached as ``.npz`` keyed by the
 weights, crop and frame list, so a rerun does not run PyTorch again.
 """
@@ -97,7 +97,7 @@ class HeldOut:
                 n = int(data["count"])
                 self.log(f"reusing the PyTorch reference predictions ({path.name})")
                 return [data[f"p{i}"] for i in range(n)], json.loads(str(data["row"]))
-        from runtime.apps.evaluate import run_backend
+        from runtime.evaluation import run_backend
         from runtime.backends import open_backend
 
         refs: list[np.ndarray] = []
@@ -114,7 +114,7 @@ class HeldOut:
 
         Scores are cached by the artifact's sha256 (same bytes, same frames: same figures), so a
         rerun of a search re-measures nothing but the finalists' speed."""
-        from runtime.apps.evaluate import run_backend
+        from runtime.evaluation import run_backend
         from runtime.backends import open_backend
 
         sha = _file_hash(Path(artifact))

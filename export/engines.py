@@ -60,7 +60,7 @@ def build_engines(args: argparse.Namespace, artifacts: list[Any], calib: Any, lo
 
 def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: Callable) -> str:
     """Build (or reuse) the engine for one artifact; returns a summary line."""
-    from export.to_onnx import artifact_name, digest
+    from export.exporter import artifact_name, digest
     from export.trt_builder import (Features, build_engine, build_facts, gpu_info, import_tensorrt, plan_build,
                                     timing_cache_file)
 

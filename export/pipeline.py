@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from calibration.graph import DEFAULT_KEEP, DEFAULT_KEEP_INT8
-from export.to_onnx import artifact_name, digest, read_existing_meta, write_meta
+from export.exporter import artifact_name, digest, read_existing_meta, write_meta
 from runtime.artifact import ArtifactMeta
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_path, sha256_file

@@ -3,7 +3,7 @@
 Tiles come from real images when the user gives some (``--data`` / ``--calib-data``): they are
 normalised and cut exactly like the runtime does it (``runtime.preprocess.normalize`` +
 ``runtime.tiling.extract_tiles``). Without images they are synthetic street scenes rendered by
-``samples.generate`` at the crop size; only where that cannot run, seeded random noise. The
+``samples.dataset`` at the crop size; only where that cannot run, seeded random noise. The
 description returned with the tiles says which, so the CLI can print it.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def image_tiles(root: str | os.PathLike, crop: Sequence[int], mean: Sequence[flo
 
 def synthetic_tiles(crop: Sequence[int], mean: Sequence[float], std: Sequence[float], count: int = 4,
                     seed: int = 0) -> VerifyTiles | str:
-    """Street scenes rendered by ``samples.generate`` at the crop size, or why they cannot be made here.
+    """Street scenes rendered by ``samples.dataset`` at the crop size, or why they cannot be made here.
 
     Any failure of the optional sample generator (not importable on this Python, e.g. a TypeError
     from newer typing syntax on 3.8, or a rendering error) returns the reason instead of raising:
@@ -64,14 +64,14 @@ def synthetic_tiles(crop: Sequence[int], mean: Sequence[float], std: Sequence[fl
     from runtime.preprocess import normalize
 
     try:
-        from samples.generate import render_scene
+        from samples.dataset import render_scene
 
         h, w = int(crop[0]), int(crop[1])
         tiles = np.stack([normalize(render_scene(np.random.default_rng([seed, i]), h, w)[0], mean, std)
                           for i in range(count)])
     except Exception as exc:      # optional generator; the reason is printed with the fallback
-        return f"samples.generate unavailable ({type(exc).__name__}: {exc})"
-    return VerifyTiles(tiles, f"{count} synthetic street scenes (samples.generate, seed {seed})", True)
+        return f"samples.dataset unavailable ({type(exc).__name__}: {exc})"
+    return VerifyTiles(tiles, f"{count} synthetic street scenes (samples.dataset, seed {seed})", True)
 
 
 def verification_tiles(data: str | os.PathLike | None, crop: Sequence[int], mean: Sequence[float],

@@ -5,7 +5,7 @@ import os
 
 from models.checkpoints import fetch_release, load_checkpoint
 from models.nonlocalnet import NonLocalNet
-from models.zoo import get_variant
+from runtime.zoo import get_variant
 
 
 def create_model(name: str, checkpoint: str | os.PathLike | None = None,

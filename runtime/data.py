@@ -175,7 +175,7 @@ class Dataset:
 def _class_info(kind: str) -> tuple[int | None, tuple[str, ...], tuple]:
     if kind == "folder":
         return None, (), ()
-    from models.zoo import DATASETS        # torch-free variant table
+    from runtime.zoo import DATASETS        # torch-free variant table
 
     info = DATASETS[kind]
     return info.num_classes, tuple(info.class_names), tuple(info.palette)

@@ -210,3 +210,11 @@ def denormalize(chw: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     x = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0)
     x = x * np.asarray(std, np.float32).reshape(1, 1, 3) + np.asarray(mean, np.float32).reshape(1, 1, 3)
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def synthetic_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Deterministic smooth RGB frame (upsampled low-frequency noise), uint8 (h, w, 3)."""
+    import cv2
+
+    small = np.random.default_rng(seed).integers(0, 256, (max(h // 32, 2), max(w // 32, 2), 3)).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)

@@ -1,6 +1,8 @@
-"""Command alias: ``python -m runtime.profile`` runs :mod:`runtime.apps.profile` (per-operator CPU time)."""
-from runtime.apps.profile import main  # noqa: F401
+"""Launcher: ``python -m runtime.profile`` runs apps/profile.py (ONNX Runtime kernel profile)."""
+import sys
+
+from apps.cli import run_cli
+from apps.profile import main  # noqa: F401
 
 if __name__ == "__main__":
-    from runtime.apps.cli import run_cli
-    raise SystemExit(run_cli(main))
+    sys.exit(run_cli(main))

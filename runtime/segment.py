@@ -1,6 +1,8 @@
-"""Command alias: ``python -m runtime.segment`` runs :mod:`runtime.apps.segment` (segment image files)."""
-from runtime.apps.segment import main  # noqa: F401
+"""Launcher: ``python -m runtime.segment`` runs apps/segment.py (batch segmentation)."""
+import sys
+
+from apps.cli import run_cli
+from apps.segment import main  # noqa: F401
 
 if __name__ == "__main__":
-    from runtime.apps.cli import run_cli
-    raise SystemExit(run_cli(main))
+    sys.exit(run_cli(main))

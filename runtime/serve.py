@@ -1,6 +1,8 @@
-"""Command alias: ``python -m runtime.serve`` runs :mod:`runtime.apps.serve` (Triton Inference Server)."""
-from runtime.apps.serve import main  # noqa: F401
+"""Launcher: ``python -m runtime.serve`` runs apps/serve.py (the Triton server)."""
+import sys
+
+from apps.cli import run_cli
+from apps.serve import main  # noqa: F401
 
 if __name__ == "__main__":
-    from runtime.apps.cli import run_cli
-    raise SystemExit(run_cli(main))
+    sys.exit(run_cli(main))

@@ -1,6 +1,12 @@
-"""Command alias: ``python -m runtime.video_demo`` runs :mod:`runtime.apps.video_demo` (live video demo)."""
-from runtime.apps.video_demo import main  # noqa: F401
+"""Launcher: ``python -m runtime.video_demo`` runs apps/video_demo.py (the live video demo)."""
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):          # run as a file: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from apps.cli import run_cli  # noqa: E402
+from apps.video_demo import main  # noqa: E402,F401
 
 if __name__ == "__main__":
-    from runtime.apps.cli import run_cli
-    raise SystemExit(run_cli(main))
+    sys.exit(run_cli(main))

@@ -22,7 +22,7 @@ def write_images(folder: Path, n: int, hw=(96, 200), seed: int = 0) -> list[Path
     import cv2
     import numpy as np
 
-    from samples.generate import render_scene
+    from samples.dataset import render_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -38,7 +38,7 @@ def tiny_int8_files(out: Path, images: Path | None = None, variant: str = "tiny_
     """A variant's (tiny by default) FP32 and INT8 artifacts through the export pipeline (random init,
     max calibration on 4 synthetic images): keys fp32, calib, req, verifier, trt, ort, mixed, lines."""
     from export.pipeline import Artifact, CalibRequest, Verifier, calibration_set, make_int8
-    from export.to_onnx import export_fp32, resolve_source
+    from export.exporter import export_fp32, resolve_source
     from export.verify import verification_tiles
 
     if images is None:

@@ -27,7 +27,7 @@ def variant_meta(model, **changes) -> ArtifactMeta:
 
 def export_onnx(checkpoint: Path, out_dir: Path, output: str = "logits") -> Path:
     """The export helper's FP32 ONNX (static crop, opset 17, simplified, parity-checked, metadata)."""
-    from export.to_onnx import export_fp32, resolve_source
+    from export.exporter import export_fp32, resolve_source
 
     path, _meta, _reused = export_fp32(resolve_source(VARIANT, str(checkpoint), False), out_dir,
                                        output=output, log=lambda *a: None)
@@ -38,7 +38,7 @@ def with_meta(src: Path, dst: Path, meta: ArtifactMeta | None) -> Path:
     """A copy of ``src`` whose toolkit metadata is replaced by ``meta`` (None: removed)."""
     import onnx
 
-    from export.to_onnx import write_meta
+    from export.exporter import write_meta
 
     proto = onnx.load(str(src))
     if meta is None:
@@ -267,7 +267,7 @@ def test_tensorrt_engine_checks(tiny, tmp_path):
 
 def test_torch_bf16_note_only_on_cpus_without_bf16_hardware(monkeypatch):
     from runtime import sysinfo
-    from runtime.backends.torch_backend import bf16_note
+    from models.backend import bf16_note
 
     monkeypatch.setattr(sysinfo, "native_bf16", lambda features=None: False)
     assert "emulated" in bf16_note("bf16", "cpu")
@@ -288,7 +288,7 @@ def test_torch_autocast_bf16_returns_float32(tiny):
 def test_runtime_path_imports_no_torch(tiny):
     code = ("import sys, numpy as np\n"
             "from runtime.backends import open_backend\nfrom runtime.tiling import Tiler\n"
-            "import runtime.apps.evaluate, runtime.apps.benchmark, runtime.backends.tensorrt_backend\n"
+            "import apps.evaluate, apps.benchmark, runtime.backends.tensorrt_backend\n"
             f"with open_backend({str(tiny['onnx'])!r}) as b:\n"
             "    print(Tiler().labels(b, np.zeros((70, 130, 3), np.uint8)).shape)\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")

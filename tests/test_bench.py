@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import bench_report, benchmark
-from export.peers import Runner, build_runners
+from bench import report as bench_report, study as benchmark
+from bench.peers import Runner, build_runners
 
 MACHINE = {"cpu": "Test CPU", "isa": "avx2", "isa_features": ["AVX2", "FMA"], "threads": 2,
            "versions": {"numpy": "2"}, "isa_caps": {}}
@@ -67,7 +67,7 @@ def test_per_precision_summary_ratios_and_targets():
 def test_flop_count_and_peaks():
     import torch
 
-    from export.roofline import count_flops, fp32_peak, int8_peak
+    from bench.roofline import count_flops, fp32_peak, int8_peak
 
     class TwoConvs(torch.nn.Module):
         def __init__(self) -> None:
@@ -97,8 +97,8 @@ def test_openvino_and_nncf_peers_run_the_tiny_model(tmp_path):
     pytest.importorskip("nncf", reason="NNCF is not installed (pip install -e .[openvino])")
     import torch
 
-    from export.peers import nncf_int8, openvino_compiled, ort_session
-    from export.to_onnx import export_fp32, resolve_source
+    from bench.peers import nncf_int8, openvino_compiled, ort_session
+    from export.exporter import export_fp32, resolve_source
 
     torch.manual_seed(0)
     onnx_path, meta, _ = export_fp32(resolve_source("tiny_cityscapes", None, True), tmp_path, log=lambda *a: None)

@@ -1,8 +1,8 @@
 """runtime.benchmark: the command's error rows and its table."""
 from __future__ import annotations
 
-from runtime.apps.benchmark import main
-from runtime.apps.cli import run_cli
+from apps.benchmark import main
+from apps.cli import run_cli
 
 from test_backends import tiny  # noqa: F401  (fixture)
 
@@ -22,7 +22,7 @@ def test_profile_splits_kernel_time_by_operator_and_node(tiny, tmp_path, capsys)
 
     import pytest
 
-    from runtime.apps.profile import main as profile
+    from apps.profile import main as profile
 
     out = tmp_path / "profile.json"
     assert run_cli(profile, [str(tiny["onnx"]), "--runs", "3", "--warmup", "1", "--threads", "1", "--top", "3",
@@ -41,7 +41,7 @@ def test_profile_refuses_a_non_float_input_and_a_folder_out_first(tiny, tmp_path
     import onnx
     from onnx import TensorProto, helper
 
-    from runtime.apps import profile as prof
+    from apps import profile as prof
 
     graph = helper.make_graph([helper.make_node("Identity", ["ids"], ["out"])], "g",
                               [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],

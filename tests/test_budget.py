@@ -25,7 +25,7 @@ def setup(tmp_path_factory):
     from models import create_model
     from models.checkpoints import save_checkpoint
     from runtime.backends import open_backend
-    from samples.generate import render_scene
+    from samples.dataset import render_scene
 
     torch.manual_seed(3)
     model = create_model(VARIANT)
@@ -39,7 +39,7 @@ def setup(tmp_path_factory):
 
 
 def to_trt(setup, out: Path, *extra: str) -> int:
-    from export.to_trt import main
+    from apps.to_trt import main
 
     argv = ["--model", VARIANT, "--checkpoint", setup["ckpt"], "--calib-data", setup["data"],
             "--calib-images", "6", "--out", str(out), "--backend", "onnxruntime", "--quiet", *extra]
@@ -229,7 +229,7 @@ def _tiny_trt_qdq(setup: dict, tmp_path: Path) -> tuple:
 
     from calibration.qdq import compute_ranges, preprocess, quantize
     from export.pipeline import Artifact, CalibRequest, calibration_set
-    from export.to_onnx import export_fp32, resolve_source
+    from export.exporter import export_fp32, resolve_source
 
     path, meta, _ = export_fp32(resolve_source(VARIANT, setup["ckpt"], False), tmp_path, log=lambda *a: None)
     calib = calibration_set(Artifact("fp32", path, meta, False), CalibRequest(setup["data"], "max", None, 4), False)
@@ -344,7 +344,7 @@ def test_int8_budget_writes_both_layouts_with_the_decision(setup, int8_run):
 
 
 def test_int8_budget_holds_when_measured_by_runtime_evaluate(setup, int8_run, tmp_path):
-    from runtime.apps.evaluate import main as evaluate
+    from apps.evaluate import main as evaluate
 
     art = int8_run["out"] / f"{VARIANT}_64x128_int8_ort_maxdrop30.onnx"
     code = evaluate(["--data", setup["data"], "--reference", VARIANT, "--checkpoint", setup["ckpt"], "--crop",
@@ -355,8 +355,8 @@ def test_int8_budget_holds_when_measured_by_runtime_evaluate(setup, int8_run, tm
 
 
 def test_unmet_budget_exits_nonzero_and_writes_no_artifact(setup, int8_run, capsys):
-    from export.to_trt import main
-    from runtime.apps.cli import run_cli
+    from apps.to_trt import main
+    from apps.cli import run_cli
 
     out = int8_run["out"]
     before = sorted(p.name for p in out.iterdir())
@@ -455,8 +455,8 @@ def test_sigkill_after_the_first_budgeted_file_leaves_no_incomplete_set(setup, i
 def test_train_id_ground_truth_names_a_flag_to_trt_has(setup, int8_run, tmp_path, capsys):
     import cv2
 
-    from export.to_trt import build_parser, main
-    from runtime.apps.cli import run_cli
+    from apps.to_trt import build_parser, main
+    from apps.cli import run_cli
     from runtime.data import cityscapes_lut
 
     data = tmp_path / "trainids"

@@ -30,11 +30,11 @@ pytestmark = pytest.mark.skipif(not EVAL_BIN.is_file(), reason=(
 def test_official_evaluator_runs_unmodified_and_agrees_with_ours(tmp_path):
     import torch
 
-    from export.to_onnx import export_fp32, resolve_source
+    from export.exporter import export_fp32, resolve_source
     from models import create_model
     from models.checkpoints import save_checkpoint
-    from runtime.apps.evaluate import main as evaluate_main
-    from samples.generate import generate_dataset
+    from apps.evaluate import main as evaluate_main
+    from samples.dataset import generate_dataset
 
     data = tmp_path / "synth"
     generate_dataset(data, (128, 256), n_train=0, n_val=3, seed=5, workers=1, progress=False)

@@ -8,17 +8,17 @@ import pytest
 # (module with main(argv), arguments that reach the parser, the count flag). The other arguments
 # are valid or irrelevant: argparse rejects the count before anything runs.
 COUNT_FLAGS = [
-    ("runtime.apps.segment", ["x.png", "--model", "tiny_cityscapes"], "--threads"),
-    ("runtime.apps.video_demo", ["x.mp4", "--model", "tiny_cityscapes"], "--threads"),
-    ("runtime.apps.video_demo", ["x.mp4", "--model", "tiny_cityscapes"], "--max-frames"),
-    ("runtime.apps.video_demo", ["x.mp4", "--model", "tiny_cityscapes"], "--queue-size"),
-    ("runtime.apps.video_benchmark", ["x.mp4", "--model", "tiny_cityscapes"], "--rounds"),
-    ("runtime.apps.video_benchmark", ["x.mp4", "--model", "tiny_cityscapes"], "--threads"),
-    ("runtime.apps.evaluate", ["--data", "d", "--reference", "tiny_cityscapes"], "--threads"),
-    ("runtime.apps.evaluate", ["--data", "d", "--reference", "tiny_cityscapes"], "--limit"),
-    ("runtime.apps.benchmark", ["--reference", "tiny_cityscapes"], "--threads"),
-    ("runtime.apps.benchmark", ["--reference", "tiny_cityscapes"], "--iters"),
-    ("runtime.apps.benchmark", ["--reference", "tiny_cityscapes"], "--batch"),
+    ("apps.segment", ["x.png", "--model", "tiny_cityscapes"], "--threads"),
+    ("apps.video_demo", ["x.mp4", "--model", "tiny_cityscapes"], "--threads"),
+    ("apps.video_demo", ["x.mp4", "--model", "tiny_cityscapes"], "--max-frames"),
+    ("apps.video_demo", ["x.mp4", "--model", "tiny_cityscapes"], "--queue-size"),
+    ("apps.video_benchmark", ["x.mp4", "--model", "tiny_cityscapes"], "--rounds"),
+    ("apps.video_benchmark", ["x.mp4", "--model", "tiny_cityscapes"], "--threads"),
+    ("apps.evaluate", ["--data", "d", "--reference", "tiny_cityscapes"], "--threads"),
+    ("apps.evaluate", ["--data", "d", "--reference", "tiny_cityscapes"], "--limit"),
+    ("apps.benchmark", ["--reference", "tiny_cityscapes"], "--threads"),
+    ("apps.benchmark", ["--reference", "tiny_cityscapes"], "--iters"),
+    ("apps.benchmark", ["--reference", "tiny_cityscapes"], "--batch"),
     ("export.to_onnx", ["--model", "tiny_cityscapes"], "--batch"),
     ("export.to_trt", ["--model", "tiny_cityscapes", "--int8", "--calib-data", "d"], "--calib-images"),
     ("export.benchmark", [], "--threads"),
@@ -28,9 +28,9 @@ COUNT_FLAGS = [
     ("samples.generate", ["--out", "d"], "--video-frames"),
 ]
 ZERO_ALLOWED = [
-    ("runtime.apps.benchmark", ["--reference", "tiny_cityscapes"], "--warmup"),
-    ("runtime.apps.video_benchmark", ["x.mp4", "--model", "tiny_cityscapes"], "--warmup"),
-    ("runtime.apps.video_demo", ["x.mp4", "--model", "tiny_cityscapes"], "--reconnect-attempts"),
+    ("apps.benchmark", ["--reference", "tiny_cityscapes"], "--warmup"),
+    ("apps.video_benchmark", ["x.mp4", "--model", "tiny_cityscapes"], "--warmup"),
+    ("apps.video_demo", ["x.mp4", "--model", "tiny_cityscapes"], "--reconnect-attempts"),
     ("samples.generate", ["--out", "d"], "--train"),
 ]
 

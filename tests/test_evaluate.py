@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import ToolkitError
-from runtime.apps.evaluate import DEFAULT_MAX_DROP, main, parse_max_drop
+from apps.evaluate import DEFAULT_MAX_DROP, main, parse_max_drop
 from runtime.data import train_to_label_ids
 from test_backends import VARIANT, export_onnx, synthetic_frame, write_self_labelled
 
@@ -124,7 +124,7 @@ def test_train_id_ground_truth_is_refused_unless_declared(setup, tmp_path, capsy
 
     import cv2
 
-    from runtime.apps.cli import run_cli
+    from apps.cli import run_cli
     from runtime.data import cityscapes_lut
 
     data = tmp_path / "data"
@@ -142,8 +142,8 @@ def test_train_id_ground_truth_is_refused_unless_declared(setup, tmp_path, capsy
 
 
 def test_reference_follows_the_artifact_crop_and_refuses_a_mix(setup, tmp_path, capsys):
-    from export.to_onnx import export_fp32, resolve_source
-    from runtime.apps.cli import run_cli
+    from export.exporter import export_fp32, resolve_source
+    from apps.cli import run_cli
 
     square, _, _ = export_fp32(resolve_source(VARIANT, setup["ckpt"], False), tmp_path, crop=(64, 64),
                                log=lambda *a: None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.apps.cli import run_cli
+from apps.cli import run_cli
 from runtime.errors import ToolkitError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ QUIET = lambda *a: None  # noqa: E731
 
 
 def export(out: Path, model: str = TINY, **kw):
-    from export.to_onnx import export_fp32, resolve_source
+    from export.exporter import export_fp32, resolve_source
 
     source = resolve_source(model, kw.pop("checkpoint", None), kw.pop("random_init", True))
     return export_fp32(source, out, log=QUIET, **kw)
@@ -48,7 +48,7 @@ def test_tiny_export_passes_checker_and_parity(tiny):
 
 
 def test_metadata_round_trip(tiny):
-    from models.zoo import get_variant
+    from runtime.zoo import get_variant
     from runtime.artifact import read_onnx_meta
     from runtime.backends import open_backend
 
@@ -101,7 +101,7 @@ def test_rerun_reuses_and_says_so(tmp_path):
     lines: list[str] = []
     first = export(tmp_path)
     mtime = first[0].stat().st_mtime_ns
-    from export.to_onnx import export_fp32, resolve_source
+    from export.exporter import export_fp32, resolve_source
 
     path, meta, reused = export_fp32(resolve_source(TINY, None, True), tmp_path, log=lines.append)
     assert reused and path.stat().st_mtime_ns == mtime and meta == first[1]
@@ -111,7 +111,7 @@ def test_rerun_reuses_and_says_so(tmp_path):
 
 
 def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
-    import export.to_onnx as to_onnx
+    import export.exporter as to_onnx
 
     monkeypatch.setattr(to_onnx, "parity", lambda *a, **k: {"agreement": 0.9, "pixels": 10, "max_abs_diff": 5.0})
     with pytest.raises(ToolkitError, match="disagrees"):
@@ -128,7 +128,7 @@ def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
     (["--model", TINY], "has no released checkpoint"),
 ])
 def test_bad_input_one_line_error(tmp_path, capsys, argv, message):
-    from export.to_onnx import main
+    from apps.to_onnx import main
 
     code = run_cli(main, argv + ["--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
@@ -139,7 +139,7 @@ def test_bad_input_one_line_error(tmp_path, capsys, argv, message):
 def test_checkpoint_of_another_variant(tmp_path, capsys):
     import torch
 
-    from export.to_onnx import main
+    from apps.to_onnx import main
     from models import create_model
     from models.checkpoints import save_checkpoint
 
@@ -153,7 +153,7 @@ def test_checkpoint_of_another_variant(tmp_path, capsys):
 
 
 def test_unwritable_out_dir(tmp_path, capsys):
-    from export.to_onnx import main
+    from apps.to_onnx import main
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -163,7 +163,7 @@ def test_unwritable_out_dir(tmp_path, capsys):
 
 def test_offline_release_download_names_both_ways_out(monkeypatch, capsys, tmp_path):
     import models.checkpoints as ck
-    from export.to_onnx import main
+    from apps.to_onnx import main
 
     def offline(url, *a, **k):
         raise ToolkitError(f"cannot download {url} (Name or service not known)")

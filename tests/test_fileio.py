@@ -70,7 +70,7 @@ def test_only_temporaries_of_gone_writers_are_removed(tmp_path):
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 def test_sigkill_mid_export_leaves_a_temporary_that_the_next_run_removes(tmp_path, capsys):
-    from export.to_onnx import main
+    from apps.to_onnx import main
 
     out = tmp_path / "out"
     cmd = [sys.executable, "export/to_onnx.py", "--model", "tiny_cityscapes", "--random-init", "--out", str(out),

@@ -12,7 +12,7 @@ import torch
 from models import create_model
 from models.checkpoints import convert_mmseg, download, load_checkpoint, save_checkpoint
 from models.nonlocalnet import NonLocalNet
-from models.zoo import VARIANTS, get_variant
+from runtime.zoo import VARIANTS, get_variant
 from runtime.errors import ToolkitError
 
 
@@ -214,10 +214,10 @@ def test_offline_release_message_is_the_same_everywhere(tmp_path, monkeypatch, c
     """create_model, segment (via the PyTorch backend) and export all say where the file goes by hand."""
     import dataclasses
 
-    import models.zoo as zoo
-    from export.to_onnx import main as export_main
-    from runtime.apps.cli import run_cli
-    from runtime.apps.segment import main as segment_main
+    import runtime.zoo as zoo
+    from apps.to_onnx import main as export_main
+    from apps.cli import run_cli
+    from apps.segment import main as segment_main
 
     url = _closed_port_url("tiny_release.pth")
     variant = dataclasses.replace(zoo.get_variant("tiny_cityscapes"), checkpoint_url=url)

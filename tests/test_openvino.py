@@ -31,7 +31,7 @@ def copy_with_meta(src: Path, dst: Path, **changes) -> Path:
     """``src`` with its toolkit metadata changed (``drop=True``: removed)."""
     import onnx
 
-    from export.to_onnx import write_meta
+    from export.exporter import write_meta
     from runtime.artifact import META_KEY, read_onnx_meta
 
     proto = onnx.load(str(src))
@@ -49,7 +49,7 @@ def copy_with_meta(src: Path, dst: Path, **changes) -> Path:
 def onnx_files(tmp_path_factory):
     import torch
 
-    from export.to_onnx import export_fp32, resolve_source
+    from export.exporter import export_fp32, resolve_source
     from models import create_model
     from models.checkpoints import save_checkpoint
 
@@ -152,7 +152,7 @@ def test_segment_and_benchmark_apps_run_openvino(onnx_files, tmp_path, capsys):
     import cv2
     import json
 
-    from runtime.apps import benchmark, segment
+    from apps import benchmark, segment
 
     img = tmp_path / "in.png"
     cv2.imwrite(str(img), smooth_frame(100, 200, seed=3))
@@ -174,8 +174,8 @@ def test_segment_and_benchmark_apps_run_openvino(onnx_files, tmp_path, capsys):
 
 
 def test_evaluate_and_model_flags_map_onto_openvino_options():
-    from runtime.apps.cli import backend_options
-    from runtime.apps.evaluate import artifact_options
+    from apps.cli import backend_options
+    from apps.evaluate import artifact_options
 
     ev = argparse.Namespace(backend="openvino", providers=None, threads=2, ov_precision="auto", artifacts=["a.onnx"])
     assert artifact_options(ev) == {"threads": 2, "precision": "auto"}

@@ -20,7 +20,7 @@ def small_artifact(path: Path, precision: str = "fp32", layout: str = "", extra_
     import onnx
     from onnx import TensorProto, helper
 
-    from export.to_onnx import write_meta
+    from export.exporter import write_meta
 
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 8, 8]) for n in ("input", "logits")]
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g", io[:1], io[1:])

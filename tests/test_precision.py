@@ -14,7 +14,7 @@ FLOAT, FLOAT16 = 1, 10
 
 @pytest.fixture(scope="module")
 def fp32(tmp_path_factory):
-    from export.to_onnx import export_fp32, resolve_source
+    from export.exporter import export_fp32, resolve_source
 
     out = tmp_path_factory.mktemp("fp16")
     path, meta, _ = export_fp32(resolve_source("tiny_cityscapes", None, True), out, log=lambda *a: None)

@@ -9,7 +9,7 @@ import pytest
 from models import create_model
 from models.checkpoints import save_checkpoint
 from runtime.errors import ToolkitError
-from samples.quickstart import MODEL, check_reusable
+from apps.quickstart import MODEL, check_reusable
 
 
 def test_reused_run_must_fit_the_current_variant(tmp_path):
@@ -24,22 +24,23 @@ def test_reused_run_must_fit_the_current_variant(tmp_path):
 def test_interrupted_training_is_resumed_not_exported(tmp_path, monkeypatch, capsys):
     """Ctrl-C during training: the quickstart exits 130 and exports nothing; the next quickstart
     resumes the unfinished run (not reuses it), then exports; the one after reuses the finished run."""
-    import export.to_trt
-    import models.train as train
-    import runtime.apps.evaluate
-    import samples.generate
-    from samples import quickstart
+    import apps.evaluate
+    import apps.generate
+    import apps.to_trt
+    import models.trainer as train
+    from apps import quickstart
+    from samples.dataset import generate_dataset
 
     data = tmp_path / "data"
-    samples.generate.generate_dataset(data, size=(64, 128), n_train=4, n_val=1, workers=1, progress=False)
+    generate_dataset(data, size=(64, 128), n_train=4, n_val=1, workers=1, progress=False)
     monkeypatch.setattr(quickstart, "MODEL", "tiny_cityscapes")
     monkeypatch.setattr(quickstart, "TRAIN_ARGS", [
         "--crop", "64x128", "--base-size", "128x64", "--batch-size", "2", "--workers", "0", "--amp", "off",
         "--iters", "3", "--val-every", "3", "--save-every", "0", "--log-every", "1"])
     exported: list[list[str]] = []
-    monkeypatch.setattr(samples.generate, "main", lambda argv: 0)
-    monkeypatch.setattr(export.to_trt, "main", lambda argv: exported.append(list(argv)) or 0)
-    monkeypatch.setattr(runtime.apps.evaluate, "main", lambda argv: 0)
+    monkeypatch.setattr(apps.generate, "main", lambda argv: 0)
+    monkeypatch.setattr(apps.to_trt, "main", lambda argv: exported.append(list(argv)) or 0)
+    monkeypatch.setattr(apps.evaluate, "main", lambda argv: 0)
     real_step, calls = train.train_step, []
 
     def interrupted_step(*args, **kwargs):

@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.apps.cli import run_cli
+from apps.cli import run_cli
 from runtime.data import open_dataset
 from runtime.errors import ToolkitError
-from samples.generate import generate_dataset, main, render_scene, sample_paths
+from samples.dataset import generate_dataset, render_scene, sample_paths
+from apps.generate import main
 from samples.scene import BUILDING, CAR, EGO_VEHICLE, PERSON, POLE, ROAD, SIDEWALK, SIGN, SKY, VEGETATION
 from samples.video import write_video
 
@@ -137,7 +138,7 @@ def test_video_reopens_with_all_frames(tmp_path):
 
 def test_instance_ids_follow_cityscapes_and_the_label_map(small_set):
     """*_gtFine_instanceIds.png: 16-bit, labelId*1000+k for persons and cars, the labelId elsewhere."""
-    from samples.generate import instance_path
+    from samples.dataset import instance_path
 
     root, _ = small_set
     cars = persons = 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from runtime.errors import ToolkitError
-from runtime.apps.segment import collect_images, main
+from apps.segment import collect_images, main
 
 VARIANT = "tiny_cityscapes"
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models import transforms as T
-from models.zoo import get_variant
+from runtime.zoo import get_variant
 from runtime.errors import ToolkitError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def test_iteration_batches_shard_epochs_and_resume_offset():
 # ----------------------------------------------------------------------------- training
 
 def test_poly_lr_schedule():
-    from models.train import poly_lr
+    from models.trainer import poly_lr
 
     assert poly_lr(0.01, 0, 100) == pytest.approx(0.01)
     assert poly_lr(0.01, 100, 100) == pytest.approx(1e-4)
@@ -140,7 +140,7 @@ def test_poly_lr_schedule():
 
 def test_train_step_lowers_loss_on_fixed_batch():
     from models import create_model
-    from models.train import Runtime, train_step
+    from models.trainer import Runtime, train_step
 
     torch.manual_seed(0)
     model = create_model("tiny_cityscapes").train()
@@ -158,7 +158,7 @@ def test_train_step_lowers_loss_on_fixed_batch():
 
 
 def test_ohem_keeps_hard_pixels_and_min_kept():
-    from models.train import ohem_cross_entropy
+    from models.trainer import ohem_cross_entropy
 
     # 6 pixels, 2 classes; true-class probabilities sigmoid(z): 0.12, 0.27, 0.5, 0.73, 0.88, (ignored)
     z = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0, 0.0])
@@ -176,7 +176,7 @@ def test_ohem_keeps_hard_pixels_and_min_kept():
 
 def test_train_step_with_ohem_lowers_loss():
     from models import create_model
-    from models.train import Runtime, train_step
+    from models.trainer import Runtime, train_step
 
     torch.manual_seed(0)
     model = create_model("tiny_cityscapes").train()
@@ -190,7 +190,7 @@ def test_train_step_with_ohem_lowers_loss():
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from samples.generate import generate_dataset
+    from samples.dataset import generate_dataset
 
     root = tmp_path_factory.mktemp("synth")
     generate_dataset(root, size=(64, 128), n_train=6, n_val=2, workers=1, progress=False)
@@ -204,7 +204,7 @@ def _args(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_resume_continues_bit_exactly(synth, tmp_path):
-    from models.train import main
+    from apps.train import main
 
     assert main(_args(synth, tmp_path / "a")) == 0
     # run b stops after its first iteration (time limit 0), then resumes to the end
@@ -226,7 +226,7 @@ def test_resume_continues_bit_exactly(synth, tmp_path):
 
 def test_checkpoint_loads_with_create_model_and_val_writes_best(synth, tmp_path):
     from models import create_model
-    from models.train import main
+    from apps.train import main
 
     assert main(_args(synth, tmp_path, "--iters", "2", "--val-every", "2")) == 0
     records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
@@ -240,7 +240,7 @@ def test_checkpoint_loads_with_create_model_and_val_writes_best(synth, tmp_path)
 
 
 def test_cli_user_errors(synth, tmp_path):
-    from models.train import main
+    from apps.train import main
 
     with pytest.raises(ToolkitError, match="--crop"):
         main(_args(synth, tmp_path, "--crop", "64by128"))
@@ -259,7 +259,7 @@ def test_cli_user_errors(synth, tmp_path):
 
 
 def test_stop_flag_first_signal_stops_gracefully_second_aborts():
-    from models.train import StopFlag
+    from models.trainer import StopFlag
 
     with StopFlag() as stop:
         os.kill(os.getpid(), signal.SIGINT)
@@ -285,7 +285,7 @@ def test_torchrun_two_process_gloo_smoke(synth, tmp_path):
 
 def _interrupt_after_first_step(monkeypatch, signum: int) -> None:
     """As if the user pressed Ctrl-C (or the system sent SIGTERM) during the first iteration."""
-    import models.train as train
+    import models.trainer as train
 
     real = train.train_step
     calls = []
@@ -301,7 +301,8 @@ def _interrupt_after_first_step(monkeypatch, signum: int) -> None:
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_run_exits_nonzero_unfinished_and_resumes(synth, tmp_path, monkeypatch, capsys, signum, code):
-    from models.train import main, run_state
+    from apps.train import main
+    from models.trainer import run_state
 
     _interrupt_after_first_step(monkeypatch, signum)
     assert main(_args(synth, tmp_path, "--save-every", "0")) == code
@@ -317,7 +318,7 @@ def test_interrupted_run_exits_nonzero_unfinished_and_resumes(synth, tmp_path, m
 
 
 def test_run_state_of_runs_before_the_finished_flag(tmp_path):
-    from models.train import run_state
+    from models.trainer import run_state
 
     assert run_state(tmp_path) == ("none", 0, 0)
     torch.save({"model": {}, "optimizer": {}, "cur_iter": 1500, "args": {"iters": 1500}}, tmp_path / "latest.pth")
@@ -331,7 +332,7 @@ class _Payload:
 
 
 def test_resume_from_truncated_or_pickled_checkpoint_is_one_line_error(synth, tmp_path):
-    from models.train import main
+    from apps.train import main
 
     assert main(_args(synth, tmp_path / "run", "--iters", "1")) == 0
     good = (tmp_path / "run" / "latest.pth").read_bytes()
@@ -347,7 +348,7 @@ def test_resume_from_truncated_or_pickled_checkpoint_is_one_line_error(synth, tm
 
 
 def test_missing_data_folder_and_bad_threads(tmp_path, capsys):
-    from models.train import main
+    from apps.train import main
 
     with pytest.raises(ToolkitError, match="--data folder does not exist") as info:
         main(_args(tmp_path / "nowhere", tmp_path / "out"))
@@ -364,8 +365,9 @@ def test_missing_data_folder_and_bad_threads(tmp_path, capsys):
 
 
 def test_ratio_range_reaches_the_transform(synth, tmp_path):
-    from models.train import Runtime, build_loader, parse_args
-    from models.zoo import get_variant
+    from models.trainer import Runtime, build_loader
+    from apps.train import parse_args
+    from runtime.zoo import get_variant
 
     rt = Runtime(0, 1, 0, torch.device("cpu"), None)
     for extra, expected in (([], (0.5, 2.0)), (["--ratio-range", "0.75,1.5"], (0.75, 1.5)),
@@ -394,7 +396,7 @@ def test_amp_auto_says_what_runs(monkeypatch):
 
 
 def test_log_names_amp_machine_and_projects_time(synth, tmp_path, capsys):
-    from models.train import main
+    from apps.train import main
 
     assert main(_args(synth, tmp_path, "--iters", "6")) == 0
     first = json.loads(open(tmp_path / "log.jsonl").readline())
@@ -420,7 +422,7 @@ def test_progress_lines_at_a_steady_pace_without_a_terminal(capsys, tmp_path):
 
 
 def test_step_time_times_warm_steps_of_a_variant(capsys):
-    from models.step_time import main
+    from apps.step_time import main
 
     assert main(["--model", "tiny_cityscapes", "--crop", "64x128", "--batch-size", "2", "--steps", "2"]) == 0
     out = capsys.readouterr().out

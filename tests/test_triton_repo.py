@@ -127,7 +127,7 @@ def test_repository_option_errors(tiny, tmp_path):  # noqa: F811
 
 
 def test_triton_backend_dispatch_and_errors(tmp_path):
-    from runtime.apps.evaluate import main as evaluate
+    from apps.evaluate import main as evaluate
     from runtime.backends.triton_backend import meta_from_config, parse_triton_artifact
     from runtime.triton.server import free_port
 
@@ -152,7 +152,7 @@ def test_triton_backend_dispatch_and_errors(tmp_path):
 
 
 def test_serve_refuses_models_whose_backend_the_server_lacks(tiny, tmp_path):  # noqa: F811
-    from runtime.apps.serve import check_backends, main, repo_models
+    from apps.serve import check_backends, main, repo_models
 
     write_repository([tiny["onnx"]], tmp_path / "repo", RepoOptions(frame_model=False), **QUIET)
     (tmp_path / "backends/python").mkdir(parents=True)
@@ -172,7 +172,7 @@ def test_serving_path_imports_no_torch():
 
     from test_backends import ROOT
 
-    code = ("import sys\nimport runtime.backends.triton_backend, runtime.apps.serve, runtime.apps.serve_load\n"
+    code = ("import sys\nimport runtime.backends.triton_backend, apps.serve, apps.serve_load\n"
             "import runtime.triton.repo, runtime.triton.server, runtime.triton.onnx_batch\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -184,7 +184,7 @@ def _listing(folder):
 
 
 def test_a_failed_repository_leaves_nothing_and_clashes_are_refused_first(tiny, tmp_path):  # noqa: F811
-    from export.to_triton import main
+    from apps.to_triton import main
 
     out = tmp_path / "repo"
     with pytest.raises(ToolkitError, match="artifact not found"):          # a good artifact, then a missing one
@@ -206,8 +206,8 @@ def test_a_failed_repository_leaves_nothing_and_clashes_are_refused_first(tiny, 
 
 
 def test_an_existing_out_is_refused_without_force_and_replaced_whole_with_it(tiny, tmp_path, capsys):  # noqa: F811
-    from export.to_triton import main
-    from runtime.apps.cli import run_cli
+    from apps.to_triton import main
+    from apps.cli import run_cli
 
     out = tmp_path / "repo"
     assert main(["--artifacts", str(tiny["labels_onnx"]), "--out", str(out), "--max-batch", "0"]) == 0
@@ -227,7 +227,7 @@ def test_an_existing_out_is_refused_without_force_and_replaced_whole_with_it(tin
 def test_sigkill_mid_repository_leaves_nothing_servable(tiny, tmp_path, capsys):  # noqa: F811
     import signal
 
-    from export.to_triton import main
+    from apps.to_triton import main
     from test_fileio import PAUSE, kill_at_marker
 
     out = tmp_path / "repo"
@@ -249,7 +249,7 @@ def test_sigkill_mid_repository_leaves_nothing_servable(tiny, tmp_path, capsys):
 
 
 def test_a_port_outside_1_to_65535_is_an_error_not_8000(tmp_path, capsys):
-    from runtime.apps.evaluate import main as evaluate
+    from apps.evaluate import main as evaluate
     from runtime.triton.client import split_url
 
     assert split_url("http://127.0.0.1") == ("127.0.0.1", 8000) and split_url("h:8001") == ("h", 8001)
@@ -259,7 +259,7 @@ def test_a_port_outside_1_to_65535_is_an_error_not_8000(tmp_path, capsys):
     with pytest.raises(ToolkitError, match="bad port in Triton URL 'http://127.0.0.1:0'"):
         with open_backend("triton://127.0.0.1:0/m"):
             pass
-    from runtime.apps.cli import run_cli
+    from apps.cli import run_cli
 
     argv = ["--data", str(tmp_path), "--reference", VARIANT, "--url", "http://127.0.0.1:0", "--triton-model", "m",
             "--out", str(tmp_path / "r")]

@@ -61,7 +61,7 @@ def served(tmp_path_factory):
 
 
 def frames_and_expected(onnx_path, count=3):
-    from runtime.apps.serve_load import reference_labels
+    from apps.serve_load import reference_labels
 
     frames = [synthetic_frame(96, 200, seed=20 + i) for i in range(count)]
     return frames, reference_labels(str(onnx_path), frames)
@@ -71,7 +71,7 @@ def test_evaluate_against_the_served_model(served, capsys):
     """runtime.evaluate with --url/--triton-model: the served model scores exactly like the in-process FP32 ONNX."""
     import json
 
-    from runtime.apps.evaluate import main
+    from apps.evaluate import main
 
     out = served["dir"] / "eval"
     code = main(["--data", served["data"], "--reference", VARIANT, "--checkpoint", served["ckpt"],
@@ -87,7 +87,7 @@ def test_evaluate_against_the_served_model(served, capsys):
 
 def test_load_8_clients_x_50_frames_with_dynamic_batching(served, capsys):
     """0 failed requests, every label map equal to the in-process result, tiles merged into batches > 1."""
-    from runtime.apps.serve_load import load_test, table
+    from apps.serve_load import load_test, table
 
     frames, expected = frames_and_expected(served["onnx"])
     result = load_test(served["server"].url, FRAME, frames, clients=8, requests=50, expected=expected, tile_model=TILE)
@@ -123,7 +123,7 @@ def test_bad_requests_get_tritons_error_and_the_server_keeps_serving(served):
 
 def test_server_killed_mid_load_then_restarted(served):
     """Clients of a crashed server get clear errors, not hangs; a restarted server serves again."""
-    from runtime.apps.serve_load import load_test
+    from apps.serve_load import load_test
 
     frames, expected = frames_and_expected(served["onnx"], count=1)
     port = free_port()
@@ -187,10 +187,10 @@ def test_segment_video_demo_and_benchmark_use_the_served_model(served, tmp_path,
     sharing one backend) or a triton:// artifact (benchmark)."""
     import cv2
 
-    from runtime.apps import benchmark, segment, video_demo
-    from runtime.apps.cli import run_cli
-    from runtime.apps.serve_load import reference_labels
-    from samples.generate import write_video
+    from apps import benchmark, segment, video_demo
+    from apps.cli import run_cli
+    from apps.serve_load import reference_labels
+    from samples.dataset import write_video
 
     url = served["server"].url
     image = synthetic_frame(96, 200, seed=30)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from runtime.apps.cli import run_cli
+from apps.cli import run_cli
 from runtime.errors import ToolkitError
 
 TINY = ["--model", "tiny_cityscapes", "--random-init"]
@@ -33,7 +33,7 @@ HAVE_TRT, TRT_REASON = _status()
 # --- the CLI without TensorRT -------------------------------------------------------------------------
 @pytest.mark.skipif(HAVE_TRT, reason="checks the behaviour where TensorRT or a GPU is missing")
 def test_backend_tensorrt_without_tensorrt_fails_before_writing(tmp_path, capsys):
-    from export.to_trt import main
+    from apps.to_trt import main
 
     code = run_cli(main, TINY + ["--fp16", "--backend", "tensorrt", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -43,7 +43,7 @@ def test_backend_tensorrt_without_tensorrt_fails_before_writing(tmp_path, capsys
 
 @pytest.mark.skipif(HAVE_TRT, reason="checks the behaviour where TensorRT or a GPU is missing")
 def test_backend_auto_makes_artifacts_and_prints_target_command(tmp_path, capsys):
-    from export.to_trt import main
+    from apps.to_trt import main
 
     out = tmp_path / "out"
     assert run_cli(main, TINY + ["--fp16", "--out", str(out), "--quiet"]) == 0
@@ -61,7 +61,7 @@ def test_backend_auto_makes_artifacts_and_prints_target_command(tmp_path, capsys
 
 @pytest.mark.skipif(HAVE_TRT, reason="checks the behaviour where TensorRT or a GPU is missing")
 def test_onnx_mode_without_tensorrt(tmp_path, capsys):
-    from export.to_trt import main
+    from apps.to_trt import main
 
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
@@ -81,7 +81,7 @@ def test_onnx_mode_without_tensorrt(tmp_path, capsys):
     (["--fp16", "--crop", "100x100"], "does not fit"),
 ])
 def test_conflicting_or_bad_flags(tmp_path, capsys, extra, message):
-    from export.to_trt import main
+    from apps.to_trt import main
 
     out = tmp_path / "out"
     code = run_cli(main, TINY + extra + ["--out", str(out), "--backend", "onnxruntime", "--quiet"])
@@ -92,7 +92,7 @@ def test_conflicting_or_bad_flags(tmp_path, capsys, extra, message):
 
 
 def test_onnx_and_model_are_exclusive(capsys):
-    from export.to_trt import main
+    from apps.to_trt import main
 
     with pytest.raises(SystemExit):
         main(TINY + ["--onnx", "a.onnx"])
@@ -103,7 +103,7 @@ def test_onnx_and_model_are_exclusive(capsys):
 @pytest.mark.trt
 @pytest.mark.skipif(not HAVE_TRT, reason=f"needs TensorRT and a CUDA GPU: {TRT_REASON}")
 def test_real_fp16_engine_with_sidecar(tmp_path):
-    from export.to_trt import main
+    from apps.to_trt import main
     from runtime.artifact import read_sidecar
 
     out = tmp_path / "out"
@@ -123,9 +123,9 @@ def test_real_int8_engine_from_qdq(tmp_path):
     import cv2
     import numpy as np
 
-    from export.to_trt import main
+    from apps.to_trt import main
     from runtime.artifact import read_sidecar
-    from samples.generate import render_scene
+    from samples.dataset import render_scene
 
     (tmp_path / "imgs").mkdir()
     for i in range(4):
@@ -142,7 +142,7 @@ def test_real_int8_engine_from_qdq(tmp_path):
 
 
 def test_empty_or_corrupt_calibration_data(tmp_path, capsys):
-    from export.to_trt import main
+    from apps.to_trt import main
 
     empty, corrupt, out = tmp_path / "empty", tmp_path / "corrupt", tmp_path / "out"
     empty.mkdir()
@@ -270,14 +270,14 @@ def test_verification_survives_a_broken_sample_generator(monkeypatch):
     real_import = builtins.__import__
 
     def broken(name, *a, **kw):
-        if name == "samples.generate":
+        if name == "samples.dataset":
             raise TypeError("'type' object is not subscriptable")
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", broken)
     tiles = verification_tiles(None, (16, 32), (0, 0, 0), (1, 1, 1))
     assert tiles.tiles.shape == (2, 3, 16, 32) and not tiles.real_images
-    assert "samples.generate unavailable (TypeError" in tiles.source
+    assert "samples.dataset unavailable (TypeError" in tiles.source
 
 
 def test_engine_kept_when_verification_fails(monkeypatch, tmp_path):

@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import pytest
 
-import runtime.apps.video_demo as demo
+import apps.video_demo as demo
 from runtime.artifact import ArtifactMeta
-from runtime.apps.cli import run_cli
+from apps.cli import run_cli
 from runtime.tiling import Tiler, default_stride, tile_grid
 from runtime.video_io import (Reconnecting, SourceError, StreamLost, VideoSink, make_capture,
                               parse_source)
@@ -96,7 +96,7 @@ def count_frames(path: Path) -> tuple[int, int, int]:
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory) -> Path:
     """The synthetic driving video from samples/ (24 frames, 128x256)."""
-    from samples.generate import write_video
+    from samples.dataset import write_video
     return write_video(tmp_path_factory.mktemp("video") / "drive.mp4", n_frames=24, fps=10.0, size=(128, 256))
 
 

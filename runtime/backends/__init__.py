@@ -10,6 +10,7 @@ tensorrt) is imported until a backend is opened.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,15 @@ ALIASES = {"pytorch": "torch", "ort": "onnxruntime", "onnx": "onnxruntime", "trt
 TRITON_SCHEME = "triton://"
 SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt"}
 ALSO_RUNS = {"openvino": "onnxruntime"}     # backend -> the auto backend of the files it also runs
+# Where each backend class lives, imported when it is opened. The PyTorch reference lives with the
+# PyTorch model (models/backend.py): the torch-free runtime reaches it by name and never imports models/.
+BACKEND_CLASSES = {
+    "torch": "models.backend:TorchBackend",
+    "onnxruntime": "runtime.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "openvino": "runtime.backends.openvino_backend:OpenVinoBackend",
+    "tensorrt": "runtime.backends.tensorrt_backend:TensorRTBackend",
+    "triton": "runtime.backends.triton_backend:TritonBackend",
+}
 
 __all__ = ["Backend", "open_backend", "backend_for", "BACKEND_NAMES"]
 
@@ -77,22 +87,10 @@ def open_backend(artifact: str | os.PathLike, backend: str = "auto", **options: 
     """
     kind = backend_for(artifact, backend)
     if kind == "torch":
-        from models.zoo import get_variant
-        from runtime.backends.torch_backend import TorchBackend
+        from runtime.zoo import get_variant
         get_variant(str(artifact))   # unknown name -> did-you-mean now, not on open
-        cls: Any = TorchBackend
-    elif kind == "onnxruntime":
-        from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-        cls = OnnxRuntimeBackend
-    elif kind == "triton":
-        from runtime.backends.triton_backend import TritonBackend
-        cls = TritonBackend
-    elif kind == "openvino":
-        from runtime.backends.openvino_backend import OpenVinoBackend
-        cls = OpenVinoBackend
-    else:
-        from runtime.backends.tensorrt_backend import TensorRTBackend
-        cls = TensorRTBackend
+    module, _, name = BACKEND_CLASSES[kind].partition(":")
+    cls: Any = getattr(importlib.import_module(module), name)
     try:
         return cls(artifact, **options)
     except TypeError as exc:

@@ -39,7 +39,7 @@ def load_calibration(path: Path) -> np.ndarray:
     normalised with the model zoo's MEAN/STD into float32 NCHW.
     """
     if path.suffix == ".npz":
-        from models.zoo import MEAN, STD
+        from runtime.zoo import MEAN, STD
 
         with np.load(path) as data:
             pixels = data["pixels"].astype(np.float32)

@@ -18,8 +18,8 @@ def main(out: Path) -> int:
     import cv2
     import numpy as np
 
-    from export.to_trt import main as to_trt
-    from samples.generate import render_scene
+    from apps.to_trt import main as to_trt
+    from samples.dataset import render_scene
 
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def test_segment_cli(built, kind, tmp_path):
 def test_video_demo_cli(built, kind, tmp_path):
     import cv2
 
-    from runtime.apps.cli import run_cli
+    from apps.cli import run_cli
     from runtime.video_demo import main
 
     rec = tmp_path / "demo.avi"

@@ -40,7 +40,7 @@ def main() -> int:
     if _importable("tensorrt"):
         import tensorrt
 
-        from export.to_trt import engine_mode
+        from apps.to_trt import engine_mode
         from export.trt_builder import tensorrt_status
 
         report["tensorrt"] = tensorrt.__version__

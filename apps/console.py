@@ -1,25 +1,25 @@
-"""Console entry points (setup.cfg): ``nonlocalnet-<command>`` runs ``python -m <module>``."""
+"""Console entry points (setup.cfg): ``nonlocalnet-<command>`` runs the command's ``main`` in apps/."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-from runtime.apps.cli import run_cli
+from apps.cli import run_cli
 
 COMMANDS = {
-    "quickstart": "samples.quickstart",
-    "generate": "samples.generate",
-    "train": "models.train",
-    "export-onnx": "export.to_onnx",
-    "export": "export.to_trt",
-    "evaluate": "runtime.apps.evaluate",
-    "benchmark": "runtime.apps.benchmark",
-    "profile": "runtime.apps.profile",
-    "segment": "runtime.apps.segment",
-    "video-demo": "runtime.apps.video_demo",
-    "export-triton": "export.to_triton",
-    "serve": "runtime.apps.serve",
-    "serve-load": "runtime.apps.serve_load",
+    "quickstart": "apps.quickstart",
+    "generate": "apps.generate",
+    "train": "apps.train",
+    "export-onnx": "apps.to_onnx",
+    "export": "apps.to_trt",
+    "evaluate": "apps.evaluate",
+    "benchmark": "apps.benchmark",
+    "profile": "apps.profile",
+    "segment": "apps.segment",
+    "video-demo": "apps.video_demo",
+    "export-triton": "apps.to_triton",
+    "serve": "apps.serve",
+    "serve-load": "apps.serve_load",
 }
 
 

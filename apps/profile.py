@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import non_negative_int, positive_int
+from apps.cli import non_negative_int, positive_int
 from runtime.denormals import flush_denormals
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_open, ensure_writable_dir
@@ -145,9 +145,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         with atomic_open(Path(args.out), "w") as f:
             json.dump({"machine": info, "threads": args.threads, "artifacts": results}, f, indent=1)
     return 0
-
-
-if __name__ == "__main__":
-    from runtime.apps.cli import run_cli
-
-    raise SystemExit(run_cli(main))

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from runtime.apps.cli import parse_hw, positive_int, run_cli
+from apps.cli import parse_hw, positive_int
 from runtime.errors import ToolkitError
 
 NEEDS_BACKEND = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}
@@ -147,7 +146,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = repo_models(repo)
     check_backends(models, env.backends)
     return serve(TritonServer(repo, args.http_port, env=env, log_path=args.log), models)
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

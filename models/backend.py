@@ -71,7 +71,7 @@ class TorchBackend(Backend):
         except ImportError:
             raise ToolkitError("the PyTorch reference backend needs torch",
                                fix="pip install torch (CPU build: --index-url https://download.pytorch.org/whl/cpu)") from None
-        from models.zoo import get_variant
+        from runtime.zoo import get_variant
 
         variant = get_variant(self.artifact)
         if self.device.startswith("cuda") and not torch.cuda.is_available():

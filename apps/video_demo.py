@@ -19,13 +19,10 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-if __package__ in (None, ""):   # `python runtime/video_demo.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.apps.cli import add_model_arguments, non_negative_int, open_model, parse_hw, positive_int, run_cli
+from apps.cli import add_model_arguments, non_negative_int, open_model, parse_hw, positive_int
 from runtime.errors import ToolkitError
 from runtime.video_io import STREAM_KINDS, Reconnecting, SourceSpec, VideoSink, log, open_source, parse_source
 from runtime.video_pipeline import Pipeline, RateMeter, Result, Stats
@@ -244,7 +241,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"stopped by signal {seen[0]}")
         return 128 + seen[0]
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -1,6 +1,6 @@
 """Load test of a served frame model: N concurrent clients x M frames each, over HTTP.
 
-    python -m runtime.apps.serve_load --url http://127.0.0.1:8000 --model r18os8_cityscapes_512x1024_frame \\
+    python -m apps.serve_load --url http://127.0.0.1:8000 --model r18os8_cityscapes_512x1024_frame \\
         --clients 8 --requests 50 --frame 256x512 --check artifacts/r18os8_cityscapes_512x1024.onnx
 
 Every client sends whole RGB frames (a few seeded synthetic ones, in turn) and gets label maps back.
@@ -20,12 +20,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import parse_hw, positive_int, run_cli
+from apps.cli import parse_hw, positive_int
 from runtime.errors import ToolkitError
 
 
 def synthetic_frames(h: int, w: int, count: int) -> list[np.ndarray]:
-    from runtime.apps.benchmark import synthetic_frame
+    from runtime.preprocess import synthetic_frame
 
     return [synthetic_frame(h, w, seed=i) for i in range(count)]
 
@@ -120,7 +120,7 @@ def table(r: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runtime.apps.serve_load", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m apps.serve_load", description=__doc__.split("\n")[0])
     p.add_argument("--url", default="http://127.0.0.1:8000", help="Triton server URL")
     p.add_argument("--model", required=True, help="served frame model (NAME_frame)")
     p.add_argument("--clients", type=positive_int, default=8)
@@ -162,7 +162,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error x{count}: {message}", file=sys.stderr)
     print(f"results: {args.out}")
     return 1 if result["failures"] or result["mismatches"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

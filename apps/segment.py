@@ -13,24 +13,21 @@ ONNX Runtime and TensorRT artifacts need no torch.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-if __package__ in (None, ""):   # `python runtime/segment.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from runtime.apps.cli import parse_hw, run_cli
+from apps.cli import parse_hw
 from runtime.errors import ToolkitError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from runtime.apps.cli import add_model_arguments
+    from apps.cli import add_model_arguments
 
     p = argparse.ArgumentParser(prog="python -m runtime.segment", description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
@@ -67,7 +64,7 @@ def collect_images(inputs: Sequence[str]) -> list[tuple[Path, Path]]:
 
 def write_outputs(out: Path, stem: Path, image: np.ndarray, labels: np.ndarray, meta: Any,
                   overlay_alpha: float | None) -> list[Path]:
-    from runtime.apps.cli import dataset_name_of
+    from apps.cli import dataset_name_of
     from runtime.data import train_to_label_ids
     from runtime.fileio import write_png
     from runtime.visualize import colorize, overlay
@@ -89,7 +86,7 @@ def segment(args: argparse.Namespace) -> list[dict]:
     """Run ``args.model`` over ``args.inputs``; returns one record per image."""
     from runtime.preprocess import read_image
     from runtime.tiling import Tiler
-    from runtime.apps.cli import open_model
+    from apps.cli import open_model
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ToolkitError("--alpha must be within 0..1", found=str(args.alpha))
@@ -119,7 +116,3 @@ def segment(args: argparse.Namespace) -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     segment(build_parser().parse_args(argv))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

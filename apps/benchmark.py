@@ -26,19 +26,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtime.apps.cli import OV_PRECISION_HELP, OV_PRECISIONS, non_negative_int, parse_hw, positive_int, run_cli
+from apps.cli import OV_PRECISION_HELP, OV_PRECISIONS, non_negative_int, parse_hw, positive_int
 from runtime.errors import ToolkitError
+from runtime.preprocess import synthetic_frame
 from runtime.sysinfo import describe, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def synthetic_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Deterministic smooth RGB frame (upsampled low-frequency noise), uint8 (h, w, 3)."""
-    import cv2
-
-    small = np.random.default_rng(seed).integers(0, 256, (max(h // 32, 2), max(w // 32, 2), 3)).astype(np.uint8)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 def peak_rss_mb() -> float:
@@ -118,7 +111,7 @@ def run_isolated(spec: dict) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        cmd = [sys.executable, "-m", "runtime.apps.benchmark", "--worker", json.dumps(spec), "--worker-out", str(out)]
+        cmd = [sys.executable, "-m", "apps.benchmark", "--worker", json.dumps(spec), "--worker-out", str(out)]
         proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 or not out.is_file():
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -245,7 +238,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(results)
     print(f"results: {args.out}")
     return 1 if any(r.get("error") for r in results) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -22,13 +22,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-if __package__ in (None, ""):   # `python runtime/video_benchmark.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-import runtime.apps.video_demo as demo
-from runtime.apps.cli import non_negative_int, parse_hw, positive_int, run_cli
+import apps.video_demo as demo
+from apps.cli import non_negative_int, parse_hw, positive_int
 from runtime.errors import ToolkitError
 from runtime.video_io import open_source, parse_source
 
@@ -161,7 +159,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dump(result, f, indent=2)
         print(f"wrote {args.json}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))
