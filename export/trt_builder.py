@@ -257,6 +257,8 @@ def configure(trt: Any, builder: Any, network: Any, plan: BuildPlan, workspace_g
               timing_cache: Path | None, progress: Any = print) -> Any:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if hasattr(trt.IBuilderConfig, "profiling_verbosity"):     # per-layer precisions for export/layer_report.py
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     for flag in plan.flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if plan.pin_fp32 and pin_layers_fp32(trt, network, plan.pin_fp32):

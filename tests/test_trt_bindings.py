@@ -141,6 +141,34 @@ def test_backend_checks_results_and_activates_per_thread(version):
 
 
 @pytest.mark.parametrize("version", TENSORRT)
+def test_every_engine_is_built_with_detailed_profiling_verbosity(version):
+    """export/layer_report.py reads per-layer precisions, which TensorRT keeps only with DETAILED."""
+    built = {k: r for k, r in _report(version)["routes"].items() if "refused" not in r}
+    assert built and all(r["profiling_verbosity"] == "DETAILED" for r in built.values()), built
+
+
+@pytest.mark.parametrize("version", TENSORRT)
+def test_layer_report_reads_the_engine_inspector(version):
+    """export.layer_report over the real module: deserialize, ProfilingVerbosity, the inspector's JSON
+    (LayerInformationFormat.JSON); a stray Dequantize and an FP32 conv are flagged, the input
+    quantization and the output cast are expected; names-only, unloadable and other-version engines
+    are one-line errors."""
+    r = _report(version)["layer_report"]
+    ok, verdicts = r["ok"], r["ok"]["verdicts"]
+    assert ok["inspected"] == ["JSON"] and ok["exit_code"] == 1
+    assert ok["summary"] == "1 of 2 quantized layers run INT8; 1 stray Cast/DQ layers"
+    assert verdicts["/conv1/Conv + /relu1/Relu"] == "INT8" and verdicts["/conv2/DequantizeLinear"] == "STRAY Dequantize"
+    assert verdicts["/conv2/Conv"] == "NOT INT8: expected INT8, runs FP32, weights FP32"
+    assert verdicts["/input/QuantizeLinear"] == "Quantize: expected, the network input's quantization"
+    assert verdicts["/out/Cast"].endswith("expected, the output's cast")
+    assert verdicts["/nl/MatMul"] == "float, kept on purpose"
+    assert "m_int8_fp16.onnx is not beside the engine" in ok["notes"][0]
+    assert "detailed profiling verbosity" in r["names_only"]["error"] and "export/to_trt.py" in r["names_only"]["error"]
+    assert f"TensorRT {version} cannot load" in r["not_an_engine"]["error"]
+    assert f"built with TensorRT 7.1.3, this is {version}" in r["other_version"]["error"]
+
+
+@pytest.mark.parametrize("version", TENSORRT)
 def test_every_tensorrt_name_exists_or_is_guarded(version):
     audit = _report(version)["audit"]
     assert audit["names_checked"] >= 50 and audit["missing_unguarded"] == []

@@ -19,12 +19,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 TRT_FILES = ("export/trt_builder.py", "export/engines.py", "calibration/trt_calibrator.py",
-             "runtime/backends/tensorrt_backend.py")
+             "runtime/backends/tensorrt_backend.py", "export/layer_report.py")
 # receiver expression in the project's code -> the TensorRT class it holds
 RECEIVERS = {"builder": "Builder", "config": "IBuilderConfig", "network": "INetworkDefinition",
              "parser": "OnnxParser", "layer": "ILayer", "err": "ParserError", "self._engine": "ICudaEngine",
              "self._context": "IExecutionContext", "self._runtime": "Runtime",
-             "ndf": "NetworkDefinitionCreationFlag", "bf": "BuilderFlag"}
+             "ndf": "NetworkDefinitionCreationFlag", "bf": "BuilderFlag", "trt_runtime": "Runtime",
+             "trt_engine": "ICudaEngine", "inspector": "EngineInspector"}
 ROUTES = (("fp32", "fp32", {}), ("fp16", "fp16", {}), ("int8-trt", "int8", {"layout": "trt"}),
           ("int8-fp16", "int8", {"layout": "trt+fp16"}), ("implicit", "int8", {"implicit": True}))
 KEEP = ["/nl_block/MatMul", "/nl_block/Softmax", "/ArgMax", "/Cast"]
@@ -34,6 +35,31 @@ LAYERS = [("/nl_block/MatMul", "MATRIX_MULTIPLY", ["FLOAT"]),
           ("/nl_block/Softmax", "SOFTMAX", ["FLOAT"]),
           ("/ArgMax", "TOPK", ["FLOAT", "INT32"]),
           ("/Cast", "CAST", ["INT32"])]
+
+
+def _info_layer(name: str, kind: str, ins: list, outs: list, nodes: tuple = (), **extra: Any) -> dict:
+    tensors = lambda pairs: [{"Name": t, "Location": "Device", "Dimensions": [1, 64, 8, 16], "Format/Datatype": f}
+                             for t, f in pairs]
+    meta = {"Metadata": "\x1f".join(f"[ONNX Layer: {n}]" for n in nodes)} if nodes else {}
+    return {"Name": name, "LayerType": extra.pop("LayerType", kind), "Inputs": tensors(ins),
+            "Outputs": tensors(outs), "ParameterType": kind, **meta, **extra}
+
+
+I8, F32, F16 = ("Thirty-two wide channel vectorized row major Int8 format", "Row major linear FP32",
+                "Row major linear FP16 format")
+# the inspector's JSON of a detailed INT8 engine: input quantize, a fused INT8 conv, a stray Dequantize in
+# front of a conv left FP32, the affinity kept float, the output cast
+LAYER_INFO = {"Layers": [
+    _info_layer("/input/QuantizeLinear", "Reformat", [("input", F32)], [("xq", I8)], ("/input/QuantizeLinear",),
+                Origin="QDQ"),
+    _info_layer("/conv1/Conv + /relu1/Relu", "Convolution", [("xq", I8)], [("r1", I8)], ("/conv1/Conv", "/relu1/Relu"),
+                LayerType="CaskConvolution", Weights={"Type": "Int8", "Count": 1728}),
+    _info_layer("/conv2/DequantizeLinear", "Scale", [("r1", I8)], [("d2", F32)], ("/conv2/DequantizeLinear",)),
+    _info_layer("/conv2/Conv", "Convolution", [("d2", F32)], [("c2", F32)], ("/conv2/Conv",),
+                LayerType="CaskConvolution", Weights={"Type": "Float", "Count": 36864}),
+    _info_layer("/nl/MatMul", "MatrixMultiply", [("c2", F32), ("c2", F32)], [("a", F32)], ("/nl/MatMul",)),
+    _info_layer("/out/Cast", "Reformat", [("a", F32)], [("output", F16)], ("/out/Cast",))],
+    "Bindings": ["input", "output"]}
 
 
 class FakeCalibSet:
@@ -157,6 +183,7 @@ def check_routes(trt: Any, tmp: Path) -> dict[str, Any]:
                      "network_flags": calls["network_flags"], "builder_flags": calls["flags"],
                      "pinned": calls["pinned"], "output_types": calls["output_types"],
                      "workspace": calls["workspace"], "calibrator_set": "calibrator" in calls,
+                     "profiling_verbosity": calls.get("profiling_verbosity"),
                      "calibrator_freed": len(mem.freed), "streams_left": mem.streams}
     return out
 
@@ -255,6 +282,33 @@ def check_backend(trt: Any, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def check_layer_report(trt: Any, tmp: Path) -> dict[str, Any]:
+    """export.layer_report's TensorRT path (deserialize, verbosity, engine inspector with the real
+    enums) over a stand-in runtime whose inspector returns LAYER_INFO."""
+    import export.layer_report as lr
+    from runtime.artifact import ArtifactMeta, sidecar_path
+    from tests.trt_bindings.gpu_free import install_runtime
+
+    meta = ArtifactMeta(variant="tiny_cityscapes", num_classes=19, class_names=tuple(map(str, range(19))),
+                        palette=tuple((i, i, i) for i in range(19)), crop=(8, 16), mean=(0.0, 0.0, 0.0),
+                        std=(1.0, 1.0, 1.0), precision="int8", layout="trt+fp16",
+                        extra={"kept_float_nodes": ["/nl/MatMul"]})
+    engine = tmp / "m_int8.engine"
+    engine.write_bytes(b"\x00ENGINE\x01")
+    side = {"tensorrt_version": trt.__version__, "onnx": "m_int8_fp16.onnx"}    # the ONNX is not beside it
+    sidecar_path(engine).write_text(json.dumps({"meta": meta.to_dict(), "build": side}))
+    calls = install_runtime(trt, layer_info=json.dumps(LAYER_INFO))
+    report = lr.report_for(engine)
+    out: dict[str, Any] = {"ok": {"summary": report.summary(), "exit_code": report.exit_code, "notes": report.notes,
+                                  "verdicts": {r.layer: r.verdict for r in report.rows}, "inspected": calls["inspected"]}}
+    for case, kw in (("names_only", {"verbosity": "LAYER_NAMES_ONLY"}), ("not_an_engine", {"engine_ok": False})):
+        install_runtime(trt, layer_info=json.dumps(LAYER_INFO), **kw)
+        out[case] = _run(lambda: lr.report_for(engine))
+    sidecar_path(engine).write_text(json.dumps({"meta": meta.to_dict(), "build": {**side, "tensorrt_version": "7.1.3"}}))
+    out["other_version"] = _run(lambda: lr.report_for(engine))
+    return out
+
+
 def audit(trt: Any) -> dict[str, Any]:
     """Every ``trt.X[.Y]`` and method/attribute on a TensorRT object in the project's TensorRT code:
     present in this version, or named in a ``hasattr`` guard of the same file."""
@@ -305,6 +359,7 @@ def main() -> int:
         report["calibrator"] = check_calibrator(trt, tmp)
         report.update(check_errors(trt, tmp))
         report["backend"] = check_backend(trt, tmp)
+        report["layer_report"] = check_layer_report(trt, tmp)
     print(json.dumps(report, default=str))
     return 0
 

@@ -2,8 +2,9 @@
 
 Used over the *real* ``tensorrt`` module of a bindings wheel (see prepare.py): enums, flags, data
 types, ``ILogger``, the calibrator base class and every class's method list are the real ones.
-Only ``trt.Builder`` and ``trt.OnnxParser`` are replaced (their factories return NULL without a
-GPU), and the replacements agree with the real API of that version:
+Only ``trt.Builder`` and ``trt.OnnxParser`` (:func:`install`) and ``trt.Runtime`` with its engine and
+engine inspector (:func:`install_runtime`) are replaced (their factories return NULL without a GPU),
+and the replacements agree with the real API of that version:
 
 * a stand-in class keeps only the methods / properties its real class has in this version (on
   TensorRT 11 ``ILayer.precision`` and ``IBuilderConfig.int8_calibrator`` do not exist, so code
@@ -126,6 +127,16 @@ def install(trt: Any, layers: list[tuple[str, str, list[str]]] = (), parse_ok: b
             return TimingCache(calls["timing_cache"][-1][0] if calls["timing_cache"] else b"")
 
         @property
+        def profiling_verbosity(self) -> Any:
+            return getattr(trt.ProfilingVerbosity, calls.get("profiling_verbosity", "LAYER_NAMES_ONLY"))
+
+        @profiling_verbosity.setter
+        def profiling_verbosity(self, value: Any) -> None:
+            if not isinstance(value, trt.ProfilingVerbosity):
+                raise TypeError(f"profiling_verbosity takes a ProfilingVerbosity, got {value!r}")
+            calls["profiling_verbosity"] = value.name
+
+        @property
         def int8_calibrator(self) -> Any:
             return calls.get("calibrator")
 
@@ -201,12 +212,16 @@ def install(trt: Any, layers: list[tuple[str, str, list[str]]] = (), parse_ok: b
     return calls
 
 
-def install_runtime(trt: Any, context_ok: bool = True, address_ok: bool = True,
-                    dtype: str = "HALF") -> dict[str, Any]:
+def install_runtime(trt: Any, context_ok: bool = True, address_ok: bool = True, dtype: str = "HALF",
+                    engine_ok: bool = True, layer_info: str = '{"Layers": []}',
+                    verbosity: str = "DETAILED") -> dict[str, Any]:
     """Replace ``trt.Runtime`` (GPU-only) by one whose engine has a (1,3,8,16) input and a
     (1,19,8,16) output of ``dtype``; ``create_execution_context`` may return None and
-    ``set_tensor_address`` False, as the real ones do on failure."""
-    calls: dict[str, Any] = {"addresses": [], "executed": 0}
+    ``set_tensor_address`` False, as the real ones do on failure. ``deserialize_cuda_engine``
+    returns None unless ``engine_ok``; the engine was built with ``verbosity`` (a
+    ``ProfilingVerbosity`` name) and its inspector (only where the real ``ICudaEngine`` has
+    ``create_engine_inspector``) returns ``layer_info`` as its JSON engine information."""
+    calls: dict[str, Any] = {"addresses": [], "executed": 0, "inspected": []}
     real_runtime = trt.__dict__.setdefault("_gpu_free_runtime", trt.Runtime)
     shapes = {"input": (1, 3, 8, 16), "output": (1, 19, 8, 16)}
 
@@ -229,6 +244,15 @@ def install_runtime(trt: Any, context_ok: bool = True, address_ok: bool = True,
 
     _conform(Context, trt.IExecutionContext)
 
+    class Inspector(_Strict):
+        def get_engine_information(self, fmt: Any) -> str:
+            if not isinstance(fmt, trt.LayerInformationFormat):
+                raise TypeError(f"get_engine_information takes a LayerInformationFormat, got {fmt!r}")
+            calls["inspected"].append(fmt.name)
+            return layer_info if fmt == trt.LayerInformationFormat.JSON else "one line per layer"
+
+    _conform(Inspector, trt.EngineInspector)
+
     class Engine(_Strict):
         @property
         def num_io_tensors(self) -> int:
@@ -249,6 +273,13 @@ def install_runtime(trt: Any, context_ok: bool = True, address_ok: bool = True,
         def create_execution_context(self) -> Any:
             return Context() if context_ok else None
 
+        @property
+        def profiling_verbosity(self) -> Any:
+            return getattr(trt.ProfilingVerbosity, verbosity)
+
+        def create_engine_inspector(self) -> Any:
+            return Inspector()
+
     _conform(Engine, trt.ICudaEngine)
 
     class Runtime(_Strict):
@@ -257,7 +288,9 @@ def install_runtime(trt: Any, context_ok: bool = True, address_ok: bool = True,
                 raise TypeError("Runtime takes an ILogger")
 
         def deserialize_cuda_engine(self, data: bytes) -> Any:
-            return Engine()
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError("deserialize_cuda_engine takes the serialized engine's bytes")
+            return Engine() if engine_ok else None
 
     _conform(Runtime, real_runtime)
     trt.Runtime = Runtime
