@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from apps.cli import drop_points, positive_int
+from apps.cli import drop_points, parse_hw, positive_int
 from runtime.errors import ToolkitError
 
 
@@ -168,42 +168,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def make_artifacts(args: argparse.Namespace, log: Any) -> tuple[list[Any], str, Any]:
-    """FP32 ONNX, then the FP16 / INT8 artifacts asked for; each verified with ONNX Runtime."""
+def chain_request(args: argparse.Namespace) -> Any:
+    """The flags as an :class:`export.chain.ChainRequest` (FP16 / INT8 only when asked for)."""
     from calibration.graph import DEFAULT_KEEP, DEFAULT_KEEP_INT8, parse_keep
     from calibration.qdq import parse_method
-    from export.pipeline import (Artifact, CalibRequest, Verifier, calibration_set, make_fp16, make_int8,
-                                 verification_data)
-    from export.exporter import export_fp32, resolve_source
-    from export.verify import verification_tiles
-    from apps.cli import parse_hw
-    from runtime.fileio import ensure_writable_dir
+    from export.chain import ChainRequest
+    from export.pipeline import CalibRequest
 
-    crop = parse_hw(args.crop) if args.crop else None
     method, pct = parse_method(args.calib_method or "entropy")
-    ensure_writable_dir(args.out)
-    if args.calib_data:   # bad calibration data fails before any file is written
-        from calibration.calibset import list_source_images
-        list_source_images(args.calib_data)
-    source = resolve_source(args.model, args.checkpoint, args.random_init)
-    data = verification_data(args.data, args.calib_data)
-    path, meta, reused = export_fp32(source, Path(args.out), crop, args.batch, args.output, data, log=log)
-    fp32 = Artifact("fp32", path, meta, reused)
-    out = [fp32]
-    if not (args.fp16 or args.int8):
-        return out, source.label, None
-    tiles = verification_tiles(data, meta.crop, meta.mean, meta.std)
-    verifier = Verifier(path, tiles, enforce=not source.random_init, log=log)
-    log(f"precision checks on {tiles.source}")
-    if args.fp16:
-        out.append(make_fp16(fp32, verifier, parse_keep(args.keep_fp32, DEFAULT_KEEP), log))
-    calib = None
-    if args.int8:
-        req = CalibRequest(args.calib_data, method, pct, args.calib_images or 500)
-        calib = calibration_set(fp32, req, progress=not args.quiet)
-        out += make_int8(fp32, calib, req, verifier, parse_keep(args.keep_int8, DEFAULT_KEEP_INT8), log,
-                         progress=not args.quiet)
-    return out, source.label, calib
+    calib = CalibRequest(args.calib_data, method, pct, args.calib_images or 500) if args.int8 else None
+    return ChainRequest(model=args.model, out=Path(args.out), checkpoint=args.checkpoint, random_init=args.random_init,
+                        crop=parse_hw(args.crop) if args.crop else None, batch=args.batch, output=args.output,
+                        data=args.data, fp16=[parse_keep(args.keep_fp32, DEFAULT_KEEP)] if args.fp16 else [],
+                        calib=calib, keep_int8=parse_keep(args.keep_int8, DEFAULT_KEEP_INT8), progress=not args.quiet)
+
+
+def make_artifacts(args: argparse.Namespace, log: Any) -> tuple[list[Any], str, Any]:
+    """FP32 ONNX, then the FP16 / INT8 artifacts asked for; each verified with ONNX Runtime."""
+    from export.chain import export_chain
+
+    result = export_chain(chain_request(args), log)
+    return result.artifacts, result.source.label, result.calib
 
 
 def _row(art: Any) -> str:

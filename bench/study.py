@@ -62,33 +62,25 @@ def latency_rounds(runners: list, inputs: list[np.ndarray], runs: int, log: Call
 
 def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, Path], dict[str, float], Any, Any]:
     """FP32, FP16 (fp32-attention and all-fp16) and both INT8 artifacts, with wall times."""
-    from export.pipeline import Artifact, CalibRequest, Verifier, calibration_set, make_fp16, make_int8
-    from export.exporter import build_model, export_fp32, resolve_source
-    from export.verify import verification_tiles
+    from export.chain import ChainRequest, export_chain
+    from export.exporter import build_model
+    from export.pipeline import CalibRequest
     from runtime.values import parse_hw
 
-    out = Path(args.out)
-    source = resolve_source(args.model, args.checkpoint, args.checkpoint is None)
-    walls: dict[str, float] = {}
-    (path, meta, reused), walls["export_fp32"] = timed(lambda: export_fp32(
-        source, out, parse_hw(args.crop) if args.crop else None, log=log))
-    fp32 = Artifact("fp32", path, meta, reused)
-    tiles = verification_tiles(args.calib_data, meta.crop, meta.mean, meta.std, count=2)
-    verifier = Verifier(path, tiles, enforce=False, log=log, why_not="benchmark")
-    arts = {"fp32": path}
-    fp16, walls["fp16_convert"] = timed(lambda: make_fp16(fp32, verifier, log=log))
-    arts["fp16"] = fp16.path
-    all16, walls["fp16_all_convert"] = timed(lambda: make_fp16(fp32, verifier, keep=(), log=log))
-    arts["fp16_all"] = all16.path
-    req = CalibRequest(args.calib_data, args.calib_method, None, args.calib_images)
-    calib, walls["calib_set"] = timed(lambda: calibration_set(fp32, req))
-    (trt, ort_art, mixed), walls["calibrate_quantize_verify"] = timed(
-        lambda: make_int8(fp32, calib, req, verifier, log=log))
-    arts["int8_trt"], arts["int8_ort"], arts["int8_fp16"] = trt.path, ort_art.path, mixed.path
-    walls["verify_tiles"] = len(tiles.tiles)
-    args.reused = {"export_fp32": reused, "fp16_convert": fp16.reused, "fp16_all_convert": all16.reused,
-                   "calib_set": calib.reused, "calibrate_quantize_verify": trt.reused and ort_art.reused and mixed.reused}
-    return arts, walls, build_model(source), calib
+    req = ChainRequest(model=args.model, out=Path(args.out), checkpoint=args.checkpoint,
+                       random_init=args.checkpoint is None, crop=parse_hw(args.crop) if args.crop else None,
+                       data=args.calib_data, fp16=[("attention",), ()], verify_count=2, enforce=False,
+                       why_not="benchmark", calib=CalibRequest(args.calib_data, args.calib_method, None,
+                                                               args.calib_images))
+    result = export_chain(req, log)
+    roles = result.by_role()
+    arts = {"fp32": roles["fp32"].path, "fp16": roles["fp16"].path, "fp16_all": roles["fp16_all"].path,
+            "int8_trt": roles["int8-trt"].path, "int8_ort": roles["int8-ort"].path, "int8_fp16": roles["int8-fp16"].path}
+    int8 = [roles[k] for k in ("int8-trt", "int8-ort", "int8-fp16")]
+    args.reused = {"export_fp32": roles["fp32"].reused, "fp16_convert": roles["fp16"].reused,
+                   "fp16_all_convert": roles["fp16_all"].reused, "calib_set": result.calib.reused,
+                   "calibrate_quantize_verify": all(a.reused for a in int8)}
+    return arts, result.walls, build_model(result.source), result.calib
 
 
 def latency_inputs(args: argparse.Namespace, crop: tuple[int, int], mean: Any, std: Any) -> list[np.ndarray]:
@@ -131,27 +123,23 @@ def run_latency(args: argparse.Namespace, arts: dict[str, Path], model: Any, cal
 
 def agreement_study(args: argparse.Namespace, log: Callable) -> dict:
     """FP16 / INT8 vs FP32 artifacts of a trained model on the val frames, through the runtime tiler."""
-    from export.pipeline import Artifact, CalibRequest, Verifier, calibration_set, make_fp16, make_int8
-    from export.exporter import export_fp32, resolve_source
-    from export.verify import verification_tiles
+    from export.chain import ChainRequest, export_chain
+    from export.pipeline import CalibRequest
     from runtime.backends import open_backend
-    from runtime.values import parse_hw
     from runtime.data import open_dataset
     from runtime.metrics import ConfusionMeter
     from runtime.tiling import Tiler
+    from runtime.values import parse_hw
 
-    out = Path(args.out) / "agreement"
-    source = resolve_source(args.agreement_model, args.agreement_checkpoint, False)
-    crop = parse_hw(args.agreement_crop) if args.agreement_crop else None
-    path, meta, reused = export_fp32(source, out, crop, data=args.calib_data, log=log)
-    fp32 = Artifact("fp32", path, meta, reused)
-    verifier = Verifier(path, verification_tiles(args.calib_data, meta.crop, meta.mean, meta.std), False, log,
-                        why_not="agreement study")
     req = CalibRequest(args.calib_data, args.calib_method, None, args.agreement_calib_images)
-    arts = {"fp32": fp32, "fp16": make_fp16(fp32, verifier, log=log),
-            "fp16_all": make_fp16(fp32, verifier, keep=(), log=log)}
-    arts["int8_trt"], arts["int8_ort"], arts["int8_fp16"] = make_int8(fp32, calibration_set(fp32, req), req,
-                                                                      verifier, log=log)
+    result = export_chain(ChainRequest(
+        model=args.agreement_model, out=Path(args.out) / "agreement", checkpoint=args.agreement_checkpoint,
+        crop=parse_hw(args.agreement_crop) if args.agreement_crop else None, data=args.calib_data,
+        fp16=[("attention",), ()], calib=req, enforce=False, why_not="agreement study"), log)
+    roles = result.by_role()
+    arts = {"fp32": roles["fp32"], "fp16": roles["fp16"], "fp16_all": roles["fp16_all"],
+            "int8_trt": roles["int8-trt"], "int8_ort": roles["int8-ort"], "int8_fp16": roles["int8-fp16"]}
+    path, meta = result.fp32.path, result.fp32.meta
     val = open_dataset(args.calib_data, split="val", label_ids_flag=None)
     tiler = Tiler()
     labels: dict[str, list[np.ndarray]] = {}

@@ -21,6 +21,7 @@ renames leaves a journal, and the next ``--max-drop`` run removes the files of t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -246,23 +247,20 @@ def sensitivity_tiles(calib: Any, count: int = SENSITIVITY_TILES) -> np.ndarray:
 
 def budget_artifacts(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Artifact], str]:
     """FP32 ONNX (exported or reused), then the budgeted artifacts; returns (artifacts, weights label)."""
-    from calibration.calibset import list_source_images
-    from export.exporter import export_fp32, resolve_source
+    from export.chain import ChainRequest, check_inputs, export_chain
     from runtime.values import parse_hw
-    from runtime.fileio import ensure_writable_dir
 
-    ensure_writable_dir(args.out)
+    req = ChainRequest(model=args.model, out=Path(args.out), checkpoint=args.checkpoint, random_init=args.random_init,
+                       crop=parse_hw(args.crop) if args.crop else None, batch=args.batch, output=args.output,
+                       data=args.data or args.calib_data, calib=CalibRequest(args.calib_data))
+    check_inputs(req)                            # bad calibration data fails before any file is written
     undo_unfinished_placements(args.out)         # a killed run's incomplete set of budgeted files ...
     remove_stale_temporaries(Path(args.out) / "budget")     # ... and its work folder
-    list_source_images(args.calib_data)          # bad calibration data fails before any file is written
-    source = resolve_source(args.model, args.checkpoint, args.random_init)
-    if source.random_init:
+    if args.random_init:
         raise ToolkitError("--max-drop needs trained weights: an mIoU drop of a random model means nothing",
                            fix="pass --checkpoint PATH (or the variant's released weights)")
-    crop = parse_hw(args.crop) if args.crop else None
-    path, meta, reused = export_fp32(source, Path(args.out), crop, args.batch, args.output, args.data or
-                                     args.calib_data, log=log)
-    fp32 = Artifact("fp32", path, meta, reused)
+    result = export_chain(dataclasses.replace(req, calib=None), log)     # FP32 only: the search does the rest
+    fp32, source = result.fp32, result.source
     return [fp32] + run_budget(args, fp32, source, log), source.label
 
 
