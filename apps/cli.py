@@ -149,3 +149,11 @@ def open_model(args: argparse.Namespace) -> Any:
         raise ToolkitError("no model given", fix="pass --model ARTIFACT|VARIANT, or --url URL --triton-model NAME")
     kind = backend_for(args.model, args.backend)
     return open_backend(args.model, kind, **backend_options(args, kind))
+
+
+def options(args: argparse.Namespace, cls: Any) -> Any:
+    """The parsed flags as the library's options dataclass ``cls`` (fields named like the flags)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names})

@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from apps.cli import positive_int
-from bench.study import agreement_study, make_artifacts, reprint, run_latency, table
+from apps.cli import options, positive_int
+from bench.study import StudyOptions, agreement_study, make_artifacts, reprint, run_latency, table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,15 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"machine: {describe()}")
     results: dict[str, Any] = {"model": args.model, "threads": args.threads, "machine": machine_info(),
                                "argv": list(argv if argv is not None else sys.argv[1:])}
-    arts, results["walls"], model, calib = make_artifacts(args, log)
-    results["reused"] = args.reused
+    study = options(args, StudyOptions)
+    arts, results["walls"], model, calib = make_artifacts(study, log)
+    results["reused"] = study.reused
     if not args.skip_latency:
         from bench.report import summarise
 
-        results["latency"] = run_latency(args, arts, model, calib, log)
+        results["latency"] = run_latency(study, arts, model, calib, log)
         results["latency"]["summary"] = summarise(results["latency"])
     if args.agreement_checkpoint:
-        results["agreement"] = agreement_study(args, log)
+        results["agreement"] = agreement_study(study, log)
     results["machine"] = machine_info()     # again at the end: versions of everything the run imported
     from runtime.fileio import atomic_open
 

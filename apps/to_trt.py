@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from apps.cli import drop_points, parse_hw, positive_int
+from apps.cli import drop_points, options, parse_hw, positive_int
 from runtime.errors import ToolkitError
 
 
@@ -143,25 +143,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_flags(args)
     log = print
     can_build, reason = engine_mode(args.backend, log)
+    from export.engines import EngineOptions, build_engines, target_command
+
+    engine_opts = options(args, EngineOptions)
     if args.onnx:
         from export.engines import engines_from_files
-        for line in engines_from_files(args, log):
+        for line in engines_from_files(engine_opts, log):
             log(line)
         return 0
     if args.max_drop is not None:
-        from export.budget import budget_artifacts
-        artifacts, sources = budget_artifacts(args, log)
+        from export.budget import BudgetOptions, budget_artifacts
+        artifacts, sources = budget_artifacts(options(args, BudgetOptions), log)
         calib = None
     else:
         artifacts, sources, calib = make_artifacts(args, log)
-    from export.engines import build_engines, target_command
-
     lines = [f"weights: {sources}"] + [_row(a) for a in artifacts]
     if can_build:
-        lines += build_engines(args, artifacts, calib, log)
+        lines += build_engines(engine_opts, artifacts, calib, log)
     elif args.backend == "auto":
         lines.append(f"engine step skipped: {reason}; it needs TensorRT and a CUDA GPU on the target. "
-                     f"Copy {Path(args.out)}/ there and run: {target_command(args, artifacts)}")
+                     f"Copy {Path(args.out)}/ there and run: {target_command(engine_opts, artifacts)}")
     else:
         lines.append(reason)
     log("summary:\n  " + "\n  ".join(lines))

@@ -2,7 +2,7 @@
 interleaved latency rounds of every path, the agreement study and the table."""
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -11,6 +11,29 @@ from typing import Any, Callable
 
 import numpy as np
 
+
+
+@dataclasses.dataclass
+class StudyOptions:
+    """One peer-study run (``python export/benchmark.py``'s flags of the same names)."""
+
+    model: str = "r50os8_cityscapes"
+    out: str = "artifacts/bench"
+    checkpoint: str | None = None
+    crop: str | None = None
+    frame: str | None = None
+    calib_data: str = "data/synth_cityscapes"
+    calib_method: str = "entropy"
+    calib_images: int = 8
+    runs: int = 3
+    threads: int = 1
+    skip: list[str] = dataclasses.field(default_factory=list)
+    ort_options: bool = False
+    agreement_checkpoint: str | None = None
+    agreement_model: str = "r18os8_cityscapes"
+    agreement_crop: str | None = None
+    agreement_calib_images: int = 64
+    reused: dict = dataclasses.field(default_factory=dict)      # filled by make_artifacts
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
@@ -60,7 +83,7 @@ def latency_rounds(runners: list, inputs: list[np.ndarray], runs: int, log: Call
             "peaks": best, "peaks_all_rounds": [rd.get("peaks") for rd in rounds]}
 
 
-def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, Path], dict[str, float], Any, Any]:
+def make_artifacts(args: StudyOptions, log: Callable) -> tuple[dict[str, Path], dict[str, float], Any, Any]:
     """FP32, FP16 (fp32-attention and all-fp16) and both INT8 artifacts, with wall times."""
     from export.chain import ChainRequest, export_chain
     from export.exporter import build_model
@@ -83,7 +106,7 @@ def make_artifacts(args: argparse.Namespace, log: Callable) -> tuple[dict[str, P
     return arts, result.walls, build_model(result.source), result.calib
 
 
-def latency_inputs(args: argparse.Namespace, crop: tuple[int, int], mean: Any, std: Any) -> list[np.ndarray]:
+def latency_inputs(args: StudyOptions, crop: tuple[int, int], mean: Any, std: Any) -> list[np.ndarray]:
     """One random crop, or (--frame HxW) the runtime tiler's tiles of one synthetic frame."""
     if not args.frame:
         return [np.random.default_rng(0).standard_normal((1, 3, *crop)).astype(np.float32)]
@@ -96,7 +119,7 @@ def latency_inputs(args: argparse.Namespace, crop: tuple[int, int], mean: Any, s
     return [np.ascontiguousarray(t[None]) for t in tiles]
 
 
-def run_latency(args: argparse.Namespace, arts: dict[str, Path], model: Any, calib: Any, log: Callable) -> dict:
+def run_latency(args: StudyOptions, arts: dict[str, Path], model: Any, calib: Any, log: Callable) -> dict:
     from bench.peers import build_runners, ort_option_runners
     from bench.roofline import count_flops, fp32_peak, int8_peak
     from runtime.values import parse_hw
@@ -121,7 +144,7 @@ def run_latency(args: argparse.Namespace, arts: dict[str, Path], model: Any, cal
     return out
 
 
-def agreement_study(args: argparse.Namespace, log: Callable) -> dict:
+def agreement_study(args: StudyOptions, log: Callable) -> dict:
     """FP16 / INT8 vs FP32 artifacts of a trained model on the val frames, through the runtime tiler."""
     from export.chain import ChainRequest, export_chain
     from export.pipeline import CalibRequest

@@ -20,7 +20,6 @@ renames leaves a journal, and the next ``--max-drop`` run removes the files of t
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import shutil
 from pathlib import Path
@@ -42,6 +41,34 @@ CONFIRM_ROUNDS = 6           # rounds per block of the second, longer timing (th
 FLOAT_SPEED_SECONDS = 240    # about this much timing for the first pass; beyond it, the largest units are not timed
 FLOAT_SPEED_RECIPE = 4       # 2: fastest calls, each unit confirmed alone; 3: median of 3 blocks; 4: denormals flushed on the caller
 
+
+
+@dataclasses.dataclass
+class BudgetOptions:
+    """The ``--max-drop`` run (export/to_trt.py's flags of the same names; ``argv`` for the report)."""
+
+    model: str
+    out: str
+    max_drop: float
+    calib_data: str
+    checkpoint: str | None = None
+    random_init: bool = False
+    crop: str | None = None
+    batch: int = 1
+    output: str = "logits"
+    data: str | None = None
+    int8: bool = False
+    fp16: bool = False
+    calib_method: str | None = None
+    calib_images: int | None = None
+    eval_data: str | None = None
+    label_ids: str | None = None
+    keep_fp32: str | None = None
+    keep_int8: str | None = None
+    max_float_layers: int | None = None
+    no_float_for_speed: bool = False
+    quiet: bool = False
+    argv: list[str] = dataclasses.field(default_factory=list)
 
 def budget_tag(precision: str, layout: str | None, budget: float) -> str:
     """``int8_ort_maxdrop0.1`` / ``fp16_maxdrop0.5``: the name tag of a budgeted artifact."""
@@ -245,7 +272,7 @@ def sensitivity_tiles(calib: Any, count: int = SENSITIVITY_TILES) -> np.ndarray:
     return np.stack([calib.tile(int(i)) for i in sorted(set(idx.tolist()))])
 
 
-def budget_artifacts(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list[Artifact], str]:
+def budget_artifacts(args: BudgetOptions, log: Callable[[str], None]) -> tuple[list[Artifact], str]:
     """FP32 ONNX (exported or reused), then the budgeted artifacts; returns (artifacts, weights label)."""
     from export.chain import ChainRequest, check_inputs, export_chain
     from runtime.values import parse_hw
@@ -264,7 +291,7 @@ def budget_artifacts(args: argparse.Namespace, log: Callable[[str], None]) -> tu
     return [fp32] + run_budget(args, fp32, source, log), source.label
 
 
-def run_budget(args: argparse.Namespace, fp32: Artifact, source: Any, log: Callable[[str], None]) -> list[Artifact]:
+def run_budget(args: BudgetOptions, fp32: Artifact, source: Any, log: Callable[[str], None]) -> list[Artifact]:
     """The whole ``--max-drop`` run: search, confirm, write the artifacts and the report."""
     from export.budget_eval import HeldOut, check_disjoint, open_held_out
     from export.budget_report import write_report
@@ -292,7 +319,7 @@ def run_budget(args: argparse.Namespace, fp32: Artifact, source: Any, log: Calla
     return written
 
 
-def _int8(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work: Path, progress: bool,
+def _int8(args: BudgetOptions, fp32: Artifact, calib: Any, held: Any, work: Path, progress: bool,
           log: Callable[[str], None]) -> tuple[list[Artifact], dict]:
     from calibration.graph import parse_keep
     from export.budget_eval import time_per_tile
@@ -349,7 +376,7 @@ def _figures(c: Any) -> dict:
     return {"miou": c.miou, "drop": c.drop, "agreement": c.agreement, "ms_per_tile": c.timed_ms or c.ms_per_tile}
 
 
-def _write_int8(args: argparse.Namespace, fp32: Artifact, space: Int8Space, win: Any, work: Path, trt_path: Path,
+def _write_int8(args: BudgetOptions, fp32: Artifact, space: Int8Space, win: Any, work: Path, trt_path: Path,
                 figures: dict) -> list[Artifact]:
     import onnx
 
@@ -371,13 +398,13 @@ def _write_int8(args: argparse.Namespace, fp32: Artifact, space: Int8Space, win:
     return out
 
 
-def _decision(args: argparse.Namespace, win: Any, fig: dict, layout: str) -> dict:
+def _decision(args: BudgetOptions, win: Any, fig: dict, layout: str) -> dict:
     """The ``budget`` and ``verify`` metadata entries of a chosen artifact."""
     return {"verify": {"against": "pytorch (held-out frames, tiled)", "agreement": fig["agreement"],
                        "drop": fig["drop"]}, "budget": _budget_entry(args, win, fig, layout)}
 
 
-def _budget_entry(args: argparse.Namespace, win: Any, fig: dict, layout: str) -> dict:
+def _budget_entry(args: BudgetOptions, win: Any, fig: dict, layout: str) -> dict:
     return {"max_drop": args.max_drop, "method": win.method, "float_units": list(win.keep), "layout": layout,
             "measured": fig, "eval_data": args.eval_data or f"{args.calib_data} (val split)",
             "calib_data": args.calib_data}
@@ -402,7 +429,7 @@ def _stage(fp32: Artifact, src: Path, precision: str, layout: str, tag: str, ext
     return Artifact("fp16" if precision == "fp16" else f"int8-{layout}", path, meta, False)
 
 
-def _fp16(args: argparse.Namespace, fp32: Artifact, calib: Any, held: Any, work: Path, progress: bool,
+def _fp16(args: BudgetOptions, fp32: Artifact, calib: Any, held: Any, work: Path, progress: bool,
           log: Callable[[str], None]) -> tuple[list[Artifact], dict]:
     from calibration.graph import parse_keep
     from export.budget_report import print_table

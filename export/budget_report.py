@@ -2,7 +2,6 @@
 sensitivity ranking, which frames were used, and why the winner won (JSON + Markdown, atomic)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ def candidate_rows(facts: dict) -> list[list[str]]:
     return rows
 
 
-def markdown(facts: dict, args: argparse.Namespace, written: Sequence[Any], machine: str) -> str:
+def markdown(facts: dict, args: Any, written: Sequence[Any], machine: str) -> str:
     result, win = facts["result"], facts["winner"]
     ref = facts["reference"]
     lines = [f"# Precision search: {facts['precision'].upper()} within {args.max_drop:g} mIoU points",
@@ -101,14 +100,14 @@ def _table(rows: list[list[str]]) -> list[str]:
                                                                                 for r in rows[1:]]
 
 
-def _command(args: argparse.Namespace) -> str:
+def _command(args: Any) -> str:
     import shlex
 
     argv = getattr(args, "argv", None)
     return "python export/to_trt.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
 
-def to_json(facts: dict, args: argparse.Namespace, written: Sequence[Any], machine: dict) -> dict:
+def to_json(facts: dict, args: Any, written: Sequence[Any], machine: dict) -> dict:
     from calibration.budget import save_units
 
     result = facts["result"]
@@ -125,7 +124,7 @@ def to_json(facts: dict, args: argparse.Namespace, written: Sequence[Any], machi
             "written": [str(a.path) for a in written]}
 
 
-def write_report(fp32: Any, facts: dict, args: argparse.Namespace, written: Sequence[Any],
+def write_report(fp32: Any, facts: dict, args: Any, written: Sequence[Any],
                  staging: Path | None = None) -> tuple[Path, Path]:
     """The report's final paths (JSON, Markdown); written there, or under the same names in
     ``staging`` when the caller places them (with the artifacts, as one set)."""

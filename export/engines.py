@@ -11,7 +11,7 @@ reuse key, agreement with the ONNX where ONNX Runtime is available).
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 import json
 import shlex
 from pathlib import Path
@@ -22,6 +22,22 @@ from runtime.errors import ToolkitError
 from runtime.fileio import atomic_open, sha256_file
 
 ENGINE_RECIPE = 1
+
+
+@dataclass
+class EngineOptions:
+    """What the engine step needs of the command line (export/to_trt.py's flags of the same names)."""
+
+    fp16: bool = False
+    int8: bool = False
+    int8_implicit: bool = False
+    workspace: float | None = None
+    timing_cache: str | None = None
+    data: str | None = None
+    calib_data: str | None = None
+    calib_images: int | None = None
+    quiet: bool = False
+    onnx: list[str] = field(default_factory=list)
 
 
 def _tag(role: str, implicit: bool) -> str | None:
@@ -53,12 +69,12 @@ def _strongly_typed() -> bool:
     return Features.detect(import_tensorrt()).strongly_typed
 
 
-def build_engines(args: argparse.Namespace, artifacts: list[Any], calib: Any, log: Callable) -> list[str]:
+def build_engines(args: EngineOptions, artifacts: list[Any], calib: Any, log: Callable) -> list[str]:
     art, best = engine_source(artifacts, args.fp16, args.int8, args.int8_implicit, _strongly_typed())
     return [build_one(art, best, calib if args.int8_implicit else None, args, log)]
 
 
-def build_one(art: Any, best: bool, calib: Any, args: argparse.Namespace, log: Callable) -> str:
+def build_one(art: Any, best: bool, calib: Any, args: EngineOptions, log: Callable) -> str:
     """Build (or reuse) the engine for one artifact; returns a summary line."""
     from export.exporter import artifact_name, digest
     from export.trt_builder import (Features, build_engine, build_facts, gpu_info, import_tensorrt, plan_build,
@@ -152,7 +168,7 @@ def _calibrator(trt: Any, art: Any, calib: Any, onnx_sha: str, log: Callable) ->
     return make_entropy_calibrator(trt, calib, art.meta.batch, cache)
 
 
-def verify_engine(engine: Path, onnx_path: Path, meta: Any, args: argparse.Namespace, log: Callable) -> dict:
+def verify_engine(engine: Path, onnx_path: Path, meta: Any, args: EngineOptions, log: Callable) -> dict:
     """Agreement of the engine with its source ONNX (ONNX Runtime) when ONNX Runtime exists here."""
     try:
         import onnxruntime  # noqa: F401
@@ -174,7 +190,7 @@ def verify_engine(engine: Path, onnx_path: Path, meta: Any, args: argparse.Names
     return {"against": onnx_path.name, "on": tiles.source, **stats}
 
 
-def engines_from_files(args: argparse.Namespace, log: Callable) -> list[str]:
+def engines_from_files(args: EngineOptions, log: Callable) -> list[str]:
     """--onnx mode: one engine per given toolkit artifact (no PyTorch needed)."""
     from export.pipeline import Artifact, CalibRequest, calibration_set
     from export.trt_builder import INSTALL_HINT, tensorrt_status
@@ -205,7 +221,7 @@ def engines_from_files(args: argparse.Namespace, log: Callable) -> list[str]:
     return lines
 
 
-def target_command(args: argparse.Namespace, artifacts: list[Any]) -> str:
+def target_command(args: EngineOptions, artifacts: list[Any]) -> str:
     """The command that builds the same engine on the target from the artifacts made here.
 
     The target's TensorRT is unknown here: --int8 names the strongly typed (10/11) file and adds the
@@ -219,7 +235,7 @@ def target_command(args: argparse.Namespace, artifacts: list[Any]) -> str:
     return command
 
 
-def _command(args: argparse.Namespace, art: Any) -> str:
+def _command(args: EngineOptions, art: Any) -> str:
     cmd = ["python", "export/to_trt.py", "--onnx", str(art.path)]
     if args.int8_implicit:
         cmd += ["--int8", "--int8-implicit", "--calib-data", args.calib_data]

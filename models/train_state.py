@@ -3,7 +3,6 @@
 directory can be asked whether it finished (:func:`run_state`). Split from :mod:`models.train`."""
 from __future__ import annotations
 
-import argparse
 import signal
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ class StopFlag:
         return bool(flag.item() > 0)
 
 
-def checkpoint_extra(args: argparse.Namespace, optimizer: torch.optim.Optimizer, scaler: Any, it: int,
+def checkpoint_extra(args: Any, optimizer: torch.optim.Optimizer, scaler: Any, it: int,
                      miou: float | None, best: float | None) -> dict:
     """Everything besides the weights that an exact resume needs (plain types: weights_only loadable)."""
     extra = dict(optimizer=optimizer.state_dict(), cur_iter=it, finished=it >= args.iters, miou=miou, best_miou=best,
