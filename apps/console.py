@@ -20,6 +20,7 @@ COMMANDS = {
     "export-triton": "apps.to_triton",
     "serve": "apps.serve",
     "serve-load": "apps.serve_load",
+    "layer-report": "apps.layer_report",
 }
 
 
@@ -40,3 +41,4 @@ def video_demo() -> None: _run("video-demo")          # noqa: E704
 def export_triton() -> None: _run("export-triton")    # noqa: E704
 def serve() -> None: _run("serve")                    # noqa: E704
 def serve_load() -> None: _run("serve-load")          # noqa: E704
+def layer_report() -> None: _run("layer-report")      # noqa: E704

@@ -21,7 +21,7 @@ from runtime.artifact import read_onnx_meta, sidecar_path
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_open, sha256_file
 
-ENGINE_RECIPE = 1
+ENGINE_RECIPE = 2          # 2: built with DETAILED profiling verbosity (export.layer_report reads it)
 
 
 @dataclass

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from export.layer_report import (Expectation, build_report, expectation_from_onnx, format_report, main,
-                                 tensor_precision)
+from apps.cli import run_cli
+from apps.layer_report import main as layer_report_main
+from export.engine_layers import Expectation, build_report, expectation_from_onnx, format_report, tensor_precision
 from runtime.errors import ToolkitError
 
 FP32 = "Row major linear FP32"
@@ -204,7 +205,7 @@ def test_command_on_trtexec_layer_info_with_onnx_and_json(tmp_path, capsys):
     pytest.importorskip("onnx")
     _qdq_onnx(tmp_path / "m_int8_trt.onnx")
     out = tmp_path / "report.json"
-    code = main([str(_fixture_engine_json(tmp_path)), "--onnx", str(tmp_path / "m_int8_trt.onnx"),
+    code = run_cli(layer_report_main, [str(_fixture_engine_json(tmp_path)), "--onnx", str(tmp_path / "m_int8_trt.onnx"),
                           "--json", str(out)])
     printed = capsys.readouterr().out
     assert code == 1
@@ -226,7 +227,7 @@ def _write(path, data):
     (lambda d: _write(d / "m.onnx", b"\x08\x07"), "is an ONNX model"),
     (lambda d: _write(d / "empty.engine", b""), "is empty")])
 def test_bad_input_is_one_error_line(tmp_path, capsys, make, words):
-    assert main([str(make(tmp_path))]) == 2
+    assert run_cli(layer_report_main, [str(make(tmp_path))]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err and err.count("\n") == 1
 
@@ -235,12 +236,12 @@ def test_tensorrt_missing_says_where_the_command_runs(tmp_path, capsys, monkeypa
     monkeypatch.setitem(sys.modules, "tensorrt", None)          # import tensorrt -> ImportError
     engine = tmp_path / "m_int8.engine"
     engine.write_bytes(b"\x00ftrt\x01\x02binary plan")
-    assert main([str(engine)]) == 2
+    assert run_cli(layer_report_main, [str(engine)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "TensorRT is not installed here" in err
     assert "Jetson" in err and "python3-libnvinfer" in err and "pip install tensorrt" in err
 
 
 def test_missing_onnx_flag_file_is_an_error(tmp_path, capsys):
-    assert main([str(_fixture_engine_json(tmp_path)), "--onnx", str(tmp_path / "nope.onnx")]) == 2
+    assert run_cli(layer_report_main, [str(_fixture_engine_json(tmp_path)), "--onnx", str(tmp_path / "nope.onnx")]) == 2
     assert "ONNX file not found" in capsys.readouterr().err

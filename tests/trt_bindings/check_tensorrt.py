@@ -19,7 +19,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 TRT_FILES = ("export/trt_builder.py", "export/engines.py", "calibration/trt_calibrator.py",
-             "runtime/backends/tensorrt_backend.py", "export/layer_report.py")
+             "runtime/backends/tensorrt_backend.py", "export/engine_layers.py")
 # receiver expression in the project's code -> the TensorRT class it holds
 RECEIVERS = {"builder": "Builder", "config": "IBuilderConfig", "network": "INetworkDefinition",
              "parser": "OnnxParser", "layer": "ILayer", "err": "ParserError", "self._engine": "ICudaEngine",
@@ -285,7 +285,7 @@ def check_backend(trt: Any, tmp: Path) -> dict[str, Any]:
 def check_layer_report(trt: Any, tmp: Path) -> dict[str, Any]:
     """export.layer_report's TensorRT path (deserialize, verbosity, engine inspector with the real
     enums) over a stand-in runtime whose inspector returns LAYER_INFO."""
-    import export.layer_report as lr
+    import export.engine_layers as lr
     from runtime.artifact import ArtifactMeta, sidecar_path
     from tests.trt_bindings.gpu_free import install_runtime
 
