@@ -78,7 +78,7 @@ class FakeSpace:
 
 
 def test_search_finds_the_smallest_passing_float_set_per_method():
-    from export.budget_search import explain, search
+    from export.budget.search import explain, search
 
     space = FakeSpace({"entropy": 5.5, "max": 9.5})      # entropy passes (<= 0.5) at k=5, max at k=9
     result = search(space, space.score, 0.5, progress=False, log=lambda *a: None)
@@ -95,7 +95,7 @@ def test_search_finds_the_smallest_passing_float_set_per_method():
 
 
 def test_no_sensitivity_needed_when_nothing_kept_float_passes():
-    from export.budget_search import search
+    from export.budget.search import search
 
     space = FakeSpace({"percentile": 0.2, "entropy": 0.7})
     result = search(space, space.score, 0.5, progress=False, log=lambda *a: None)
@@ -105,7 +105,7 @@ def test_no_sensitivity_needed_when_nothing_kept_float_passes():
 
 
 def test_unmet_budget_names_the_best_candidate():
-    from export.budget_search import search, unmet_budget
+    from export.budget.search import search, unmet_budget
 
     space = FakeSpace({"max": 9.0}, cap=3)
     result = search(space, space.score, 0.5, progress=False, log=lambda *a: None)
@@ -116,7 +116,7 @@ def test_unmet_budget_names_the_best_candidate():
 
 
 def test_choose_fastest_then_fewer_float_macs_on_a_tie():
-    from export.budget_search import Candidate, choose
+    from export.budget.search import Candidate, choose
 
     a, b, c = (Candidate("a", ("u0",), 10.0, Path("a"), drop=0.1), Candidate("b", (), 0.0, Path("b"), drop=0.3),
                Candidate("c", ("u0", "u1"), 20.0, Path("c"), drop=0.0))
@@ -132,7 +132,7 @@ def test_choose_fastest_then_fewer_float_macs_on_a_tie():
 
 
 def test_units_faster_in_float_are_kept_only_when_a_second_timing_confirms():
-    from export.budget_search import faster_in_float
+    from export.budget.search import faster_in_float
 
     ratios = {"attention": 0.92, "head": 0.93, "conv0": 0.95, "conv1": 0.965, "conv2": 1.10}
     second = {"attention": 0.91, "head": 0.94, "conv0": 1.01}       # conv0's first timing was luck
@@ -159,7 +159,7 @@ def test_units_faster_in_float_are_kept_only_when_a_second_timing_confirms():
 
 def test_speed_order_times_attention_and_head_first_then_the_smallest():
     from calibration.budget import Unit
-    from export.budget import speed_order
+    from export.budget.run import speed_order
 
     units = [Unit("big", ("a",), 9e9), Unit("head", ("h",), 5e8), Unit("small", ("b",), 1e6),
              Unit("attention", ("m",), 2e9), Unit("mid", ("c",), 1e8)]
@@ -172,7 +172,7 @@ def test_paired_timer_gives_the_other_files_time_over_the_base(setup, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from export.budget_eval import PairedTimer
+    from export.budget.scoring import PairedTimer
     from test_backends import export_onnx
 
     base = export_onnx(Path(setup["ckpt"]), tmp_path / "base")
@@ -242,7 +242,7 @@ def _tiny_trt_qdq(setup: dict, tmp_path: Path) -> tuple:
 
 def test_strip_qdq_quantises_exactly_one_unit(setup, tmp_path):
     from calibration.budget import layer_units, output_error, run_model, strip_qdq
-    from export.budget import sensitivity_tiles
+    from export.budget.run import sensitivity_tiles
 
     float_model, qdq, calib = _tiny_trt_qdq(setup, tmp_path)
     units = layer_units(float_model)
@@ -261,7 +261,7 @@ def test_sensitivity_is_the_error_saved_by_keeping_one_unit_float(setup, tmp_pat
     """Leave-one-out: each score is the fall of the logit error when that unit alone is float in the
     fully quantised model, and the ranking follows it."""
     from calibration.budget import int8_sensitivity, layer_units, output_error, run_model, strip_qdq
-    from export.budget import sensitivity_tiles
+    from export.budget.run import sensitivity_tiles
 
     float_model, full, calib = _tiny_trt_qdq(setup, tmp_path)
     units = layer_units(float_model)[:6]
@@ -299,12 +299,12 @@ def test_flags_of_max_drop_are_checked(setup, tmp_path):
 
 @pytest.fixture(scope="module")
 def int8_run(setup, tmp_path_factory):
-    import export.budget
+    import export.budget.run
 
     out = tmp_path_factory.mktemp("int8_budget")
     lines: list[str] = []
     with pytest.MonkeyPatch.context() as mp:          # no time for timing: only the attention and head are timed
-        mp.setattr(export.budget, "FLOAT_SPEED_SECONDS", 0)
+        mp.setattr(export.budget.run, "FLOAT_SPEED_SECONDS", 0)
         code = _logged(lambda: to_trt(setup, out, "--int8", "--max-drop", "30", "--calib-method", "max,percentile"),
                        lines)
     return {"out": out, "code": code, "lines": lines}
@@ -409,8 +409,8 @@ def _killed_budget_run(setup, int8_run, tmp_path: Path, patch: str) -> Path:
     argv = ["--model", VARIANT, "--checkpoint", setup["ckpt"], "--calib-data", setup["data"], "--calib-images", "6",
             "--out", str(out), "--backend", "onnxruntime", "--quiet", "--int8", "--max-drop", "30",
             "--calib-method", "max,percentile"]
-    code = (PAUSE + f"MARKER = {str(tmp_path / 'marker')!r}\nimport export.budget\n"
-            "export.budget.FLOAT_SPEED_SECONDS = 0\n" + patch + f"from export.to_trt import main\nmain({argv!r})\n")
+    code = (PAUSE + f"MARKER = {str(tmp_path / 'marker')!r}\nimport export.budget.run\n"
+            "export.budget.run.FLOAT_SPEED_SECONDS = 0\n" + patch + f"from export.to_trt import main\nmain({argv!r})\n")
     assert kill_at_marker(code, tmp_path / "marker") == -signal.SIGKILL
     return out
 
@@ -423,7 +423,7 @@ def _unmet(setup, out: Path) -> None:
 
 
 def test_sigkill_mid_search_leaves_no_work_folder_after_the_next_run(setup, int8_run, tmp_path):
-    patch = ("import export.budget_eval as be\n"
+    patch = ("import export.budget.scoring as be\n"
              "def score(self, path):\n"
              "    pause(MARKER)\n"
              "be.HeldOut.score = score\n")
@@ -431,9 +431,9 @@ def test_sigkill_mid_search_leaves_no_work_folder_after_the_next_run(setup, int8
     work = [p for p in out.iterdir() if p.name.startswith(".budget.")]
     assert len(work) == 1 and list(work[0].glob("*.onnx"))               # killed with candidates built
     with pytest.MonkeyPatch.context() as mp:
-        import export.budget
+        import export.budget.run
 
-        mp.setattr(export.budget, "FLOAT_SPEED_SECONDS", 0)
+        mp.setattr(export.budget.run, "FLOAT_SPEED_SECONDS", 0)
         assert to_trt(setup, out, "--int8", "--max-drop", "30", "--calib-method", "max,percentile") == 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]       # no work folder, no journal
 

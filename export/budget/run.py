@@ -28,6 +28,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from calibration.budget import Unit
+from export.budget.options import BudgetOptions, budget_tag
+from export.budget.report import print_table, write_report
+from export.budget.scoring import HeldOut, PairedTimer, check_disjoint, open_held_out, time_per_tile
+from export.budget.search import FloatForSpeed, choose, explain, faster_in_float, search, unmet_budget
 from export.pipeline import INT8_RECIPE, Artifact, CalibRequest
 from export.exporter import artifact_name, digest
 from runtime.errors import ToolkitError
@@ -41,38 +45,6 @@ CONFIRM_ROUNDS = 6           # rounds per block of the second, longer timing (th
 FLOAT_SPEED_SECONDS = 240    # about this much timing for the first pass; beyond it, the largest units are not timed
 FLOAT_SPEED_RECIPE = 4       # 2: fastest calls, each unit confirmed alone; 3: median of 3 blocks; 4: denormals flushed on the caller
 
-
-
-@dataclasses.dataclass
-class BudgetOptions:
-    """The ``--max-drop`` run (export/to_trt.py's flags of the same names; ``argv`` for the report)."""
-
-    model: str
-    out: str
-    max_drop: float
-    calib_data: str
-    checkpoint: str | None = None
-    random_init: bool = False
-    crop: str | None = None
-    batch: int = 1
-    output: str = "logits"
-    data: str | None = None
-    int8: bool = False
-    fp16: bool = False
-    calib_method: str | None = None
-    calib_images: int | None = None
-    eval_data: str | None = None
-    label_ids: str | None = None
-    keep_fp32: str | None = None
-    keep_int8: str | None = None
-    max_float_layers: int | None = None
-    no_float_for_speed: bool = False
-    quiet: bool = False
-    argv: list[str] = dataclasses.field(default_factory=list)
-
-def budget_tag(precision: str, layout: str | None, budget: float) -> str:
-    """``int8_ort_maxdrop0.1`` / ``fp16_maxdrop0.5``: the name tag of a budgeted artifact."""
-    return "_".join([precision] + ([layout] if layout else []) + [f"maxdrop{budget:g}"])
 
 
 class Int8Space:
@@ -112,8 +84,6 @@ class Int8Space:
         import onnxruntime as ort
 
         from calibration.budget import read_cache, write_cache
-        from export.budget_eval import PairedTimer
-        from export.budget_search import FloatForSpeed, faster_in_float
         from runtime.sysinfo import machine_info
 
         method = self.methods[0]                 # speed does not depend on the ranges' values
@@ -293,8 +263,6 @@ def budget_artifacts(args: BudgetOptions, log: Callable[[str], None]) -> tuple[l
 
 def run_budget(args: BudgetOptions, fp32: Artifact, source: Any, log: Callable[[str], None]) -> list[Artifact]:
     """The whole ``--max-drop`` run: search, confirm, write the artifacts and the report."""
-    from export.budget_eval import HeldOut, check_disjoint, open_held_out
-    from export.budget_report import write_report
     from export.pipeline import calibration_set
 
     progress = not args.quiet
@@ -322,9 +290,6 @@ def run_budget(args: BudgetOptions, fp32: Artifact, source: Any, log: Callable[[
 def _int8(args: BudgetOptions, fp32: Artifact, calib: Any, held: Any, work: Path, progress: bool,
           log: Callable[[str], None]) -> tuple[list[Artifact], dict]:
     from calibration.graph import parse_keep
-    from export.budget_eval import time_per_tile
-    from export.budget_report import print_table
-    from export.budget_search import choose, explain, search, unmet_budget
 
     methods = [m.strip() for m in (args.calib_method or ",".join(DEFAULT_METHODS)).split(",") if m.strip()]
     space = Int8Space(fp32, calib, methods, parse_keep(args.keep_int8, ()), work, args.max_float_layers,
@@ -362,7 +327,6 @@ def _int8(args: BudgetOptions, fp32: Artifact, calib: Any, held: Any, work: Path
 def _price(space: Int8Space, win: Any, tiles: np.ndarray) -> dict | None:
     """What the budget costs: the winner's CPU time over its method with no unit float (k = 0, the
     fastest file the search builds), measured side by side; None when the winner is that file."""
-    from export.budget_eval import PairedTimer
 
     if not win.keep:
         return None
@@ -432,8 +396,6 @@ def _stage(fp32: Artifact, src: Path, precision: str, layout: str, tag: str, ext
 def _fp16(args: BudgetOptions, fp32: Artifact, calib: Any, held: Any, work: Path, progress: bool,
           log: Callable[[str], None]) -> tuple[list[Artifact], dict]:
     from calibration.graph import parse_keep
-    from export.budget_report import print_table
-    from export.budget_search import choose, explain, search, unmet_budget
 
     space = Fp16Space(fp32, calib, parse_keep(args.keep_fp32, ()), work, args.max_float_layers, log)
     result = search(space, held.score, args.max_drop, progress, log)

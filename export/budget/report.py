@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from runtime.fileio import atomic_open
+from export.budget.options import budget_tag
 
 
 def _pct(value: float | None, total: float) -> str:
@@ -130,7 +131,6 @@ def write_report(fp32: Any, facts: dict, args: Any, written: Sequence[Any],
     ``staging`` when the caller places them (with the artifacts, as one set)."""
     from runtime.sysinfo import describe, machine_info
 
-    from export.budget import budget_tag
 
     info = machine_info()
     stem = fp32.path.parent / f"budget_{budget_tag(facts['precision'], None, args.max_drop)}"
