@@ -4,7 +4,7 @@ from __future__ import annotations
 from apps.benchmark import main
 from apps.cli import run_cli
 
-from test_backends import tiny  # noqa: F401  (fixture)
+
 
 
 def test_failed_backend_row_says_error_once(tmp_path, capsys):

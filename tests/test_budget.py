@@ -15,7 +15,7 @@ import pytest
 
 from runtime.errors import ToolkitError
 
-from test_backends import VARIANT, write_self_labelled
+from tests.conftest import VARIANT, write_self_labelled
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_paired_timer_gives_the_other_files_time_over_the_base(setup, tmp_path):
     from onnx import TensorProto, helper
 
     from export.budget.scoring import PairedTimer
-    from test_backends import export_onnx
+    from tests.conftest import export_onnx
 
     base = export_onnx(Path(setup["ckpt"]), tmp_path / "base")
     heavy = onnx.load(str(base))                 # x + 0 * conv(conv(x)): the same output, far more work

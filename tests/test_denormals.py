@@ -40,7 +40,7 @@ def test_the_block_sets_what_it_is_asked_and_restores_the_exact_word():
 
 @pytest.mark.skipif(not X86, reason="MXCSR exists on x86 only")
 def test_onnxruntime_backend_leaves_the_calling_thread_as_it_found_it(tmp_path):
-    from test_backends import VARIANT, export_onnx
+    from tests.conftest import VARIANT, export_onnx
     import torch
 
     from models import create_model

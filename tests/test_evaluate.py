@@ -9,7 +9,7 @@ import pytest
 from runtime.errors import ToolkitError
 from apps.evaluate import DEFAULT_MAX_DROP, main, parse_max_drop
 from runtime.data import train_to_label_ids
-from test_backends import VARIANT, export_onnx, synthetic_frame, write_self_labelled
+from tests.conftest import VARIANT, export_onnx, synthetic_frame, write_self_labelled
 
 
 @pytest.fixture(scope="module")

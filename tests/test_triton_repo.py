@@ -13,7 +13,7 @@ from runtime.backends import backend_for, open_backend
 from runtime.errors import ToolkitError
 from runtime.triton.env import find_env, home, parse_configs
 from runtime.triton.repo import RepoOptions, write_repository
-from test_backends import VARIANT, export_onnx, tiny  # noqa: F401  (module fixture)
+from tests.conftest import VARIANT
 
 QUIET = dict(log=lambda *a: None)
 
@@ -170,7 +170,7 @@ def test_serving_path_imports_no_torch():
     import subprocess
     import sys
 
-    from test_backends import ROOT
+    from tests.conftest import ROOT
 
     code = ("import sys\nimport runtime.backends.triton_backend, apps.serve, apps.serve_load\n"
             "import runtime.triton.repo, runtime.triton.server, runtime.triton.onnx_batch\n"
@@ -266,3 +266,76 @@ def test_a_port_outside_1_to_65535_is_an_error_not_8000(tmp_path, capsys):
     assert run_cli(evaluate, argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: bad port in Triton URL") and err.count("\n") == 1
+
+
+FAKE_PB_UTILS = '''
+class TritonError(Exception):
+    pass
+
+
+class Tensor:
+    def __init__(self, name, array):
+        self.name, self.array = name, array
+
+    def as_numpy(self):
+        return self.array
+
+
+class InferenceResponse:
+    def __init__(self, output_tensors, error=None):
+        self.output_tensors, self.error = output_tensors, error
+
+
+def get_input_tensor_by_name(request, name):
+    return request[name]
+'''
+
+RUN_TILE_MODEL = '''
+import importlib.util, json, sys
+import numpy as np
+import triton_python_backend_utils as pb
+
+repo, name, config, x = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), np.load(sys.argv[4])
+spec = importlib.util.spec_from_file_location("model", f"{repo}/{name}/1/model.py")
+model = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(model)
+tile = model.TritonPythonModel()
+tile.initialize({"model_config": json.dumps(config), "model_repository": f"{repo}/{name}", "model_version": "1"})
+responses = tile.execute([{config["input"][0]["name"]: x[i:i + 1]} for i in range(len(x))])
+np.save(sys.argv[5], np.concatenate([r.output_tensors[0].as_numpy() for r in responses]))
+print(sys.modules["runtime.loaders"].__file__)
+'''
+
+
+def test_python_tile_model_loads_its_session_through_the_copied_loader(tiny, tmp_path):  # noqa: F811
+    """The Python-backend tile model, run as Triton's stub would (its own folder, a stand-in
+    triton_python_backend_utils, nothing of the toolkit on the path): its ONNX Runtime session comes
+    from the runtime/loaders.py copied beside it, and its outputs are the artifact's."""
+    import os
+    import subprocess
+    import sys
+
+    import onnx
+
+    opts = RepoOptions(platform="python", max_batch=4, frame_model=False, ort_threads=1)
+    write_repository([tiny["onnx"]], tmp_path / "repo", opts, **QUIET)
+    version = tmp_path / "repo/tiny_cityscapes_64x128/1"
+    assert sorted(p.name for p in (version / "runtime").iterdir()) == ["__init__.py", "errors.py", "loaders.py"]
+    graph = onnx.load(str(version / "model.onnx")).graph
+    config = {"parameters": {"ort_threads": {"string_value": "1"}}, "max_batch_size": 4,
+              "input": [{"name": graph.input[0].name}], "output": [{"name": graph.output[0].name}]}
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "triton_python_backend_utils.py").write_text(FAKE_PB_UTILS)
+    (stub / "run.py").write_text(RUN_TILE_MODEL)
+    x = np.random.default_rng(2).normal(size=(2, 3, 64, 128)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}     # the toolkit is not on the path
+    done = subprocess.run([sys.executable, str(stub / "run.py"), str(tmp_path / "repo"), "tiny_cityscapes_64x128",
+                           json.dumps(config), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                          cwd=stub, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(version / "runtime" / "loaders.py")
+    with open_backend(str(tiny["onnx"]), backend="onnxruntime", threads=1) as backend:
+        expected = np.concatenate([backend(x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)

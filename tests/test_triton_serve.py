@@ -19,7 +19,7 @@ from runtime.triton.client import TritonHTTP
 from runtime.triton.env import find_env, home
 from runtime.triton.repo import RepoOptions, write_repository
 from runtime.triton.server import TritonServer, free_port, group_alive
-from test_backends import VARIANT, export_onnx, synthetic_frame, write_self_labelled
+from tests.conftest import VARIANT, export_onnx, synthetic_frame, write_self_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
 TILE = "tiny_cityscapes_64x128"
