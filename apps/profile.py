@@ -28,14 +28,13 @@ from apps.cli import non_negative_int, positive_int
 from runtime.denormals import flush_denormals
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_open, ensure_writable_dir
+from runtime.loaders import SessionFromOnnx
 from runtime.sysinfo import describe, machine_info
 
 
 def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | None = None,
                      flush: bool = True) -> dict[str, Any]:
     """``{"ops": {op: ms/run}, "nodes": [[op, node, ms/run], ...], "kernel_ms", "wall_ms"}``, slowest first."""
-    import onnxruntime as ort
-
     from runtime.artifact import read_onnx_meta
 
     try:
@@ -43,19 +42,10 @@ def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | 
     except ToolkitError:                # a plain ONNX file: its own input shape
         meta = None
     with tempfile.TemporaryDirectory(prefix="ort_profile_") as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4             # a file that fails to load raises below; no profiler complaint
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        if flush:                                # as the runtime's backend: see runtime.denormals
-            opts.add_session_config_entry("session.set_denormal_as_zero", "1")
-        opts.enable_profiling = True
-        opts.profile_file_prefix = os.path.join(tmp, "profile")
-        try:
-            sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT's pybind exception types
-            raise ToolkitError(f"ONNX Runtime cannot load {path}", found=str(exc)[:300]) from None
+        # as the runtime's backend (all optimisations, denormals flushed: see runtime.denormals); log
+        # severity 4: a file that fails to load raises the loader's error, no profiler complaint
+        sess = SessionFromOnnx(path, threads=threads, optimization="all", flush_denormals=flush,
+                               profile=os.path.join(tmp, "profile"), log_severity=4)()
         inp = _float_input(sess, path)
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
         if meta is not None and len(shape) == 4:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from runtime import denormals
+from runtime.loaders import SessionFromOnnx
 
 Infer = Callable[[np.ndarray], Any]
 
@@ -33,16 +34,8 @@ class Runner:
 
 
 def ort_session(path: Path, threads: int, flush_denormals: bool = True, level: str = "all") -> Infer:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[level]
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    if flush_denormals:
-        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = SessionFromOnnx(path, threads=threads, optimization=level, flush_denormals=flush_denormals,
+                           log_severity=3)()
     name = sess.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:

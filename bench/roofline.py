@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from runtime.loaders import SessionFromOnnx
+
 GEMM_N = 2048
 
 
@@ -57,7 +59,6 @@ def fp32_peak(threads: int, budget_s: float = 3.0, n: int = GEMM_N) -> float:
 def int8_peak(threads: int, budget_s: float = 3.0, n: int = GEMM_N) -> float:
     """GOP/s of an n x n uint8 x int8 GEMM (ONNX Runtime MatMulInteger)."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -66,9 +67,7 @@ def int8_peak(threads: int, budget_s: float = 3.0, n: int = GEMM_N) -> float:
     graph = helper.make_graph([node], "int8_gemm", [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
                               [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = SessionFromOnnx(model, threads=threads)()
     a = rng.integers(0, 256, (n, n), dtype=np.uint8)
     onnx.checker.check_model(model)
     return 2 * n ** 3 / _best(lambda: sess.run(None, {"a": a}), budget_s) / 1e9

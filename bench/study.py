@@ -188,15 +188,15 @@ def agreement_study(args: StudyOptions, log: Callable) -> dict:
 def attention_logit_max(fp32_path: Path, frames: Any, meta: Any) -> float:
     """Largest |Softmax input| of the FP32 model over the frames (FP16 overflows above 65504)."""
     import onnx
-    import onnxruntime as ort
 
+    from runtime.loaders import SessionFromOnnx
     from runtime.preprocess import normalize
     from runtime.tiling import extract_tiles
 
     model = onnx.load(str(fp32_path))
     soft = [n.input[0] for n in model.graph.node if n.op_type == "Softmax"]
     model.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in soft)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = SessionFromOnnx(model)()
     peak = 0.0
     for sample in frames:
         tiles, _ = extract_tiles(normalize(sample.image, meta.mean, meta.std), meta.crop)

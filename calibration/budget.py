@@ -38,6 +38,7 @@ import numpy as np
 from calibration.graph import (ATTENTION, HEAD, attention_nodes, consumers, float_source, head_nodes,
                                producers, prune_dead_nodes)
 from runtime.fileio import atomic_open
+from runtime.loaders import SessionFromOnnx
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 SENSITIVITY_RECIPE = 3    # 1: one unit quantised alone (TRT layout); 3: one unit float in the searched layout
@@ -134,14 +135,7 @@ def _fail_layout(name: str) -> Any:
 
 
 def _session(model: Any, threads: int | None = None) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.set_denormal_as_zero", "1")
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    return SessionFromOnnx(model, threads=threads, flush_denormals=True, log_severity=3)()
 
 
 def run_model(model: Any, tiles: np.ndarray, batch: int = 1) -> np.ndarray:

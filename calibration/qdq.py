@@ -36,6 +36,7 @@ import numpy as np
 from calibration.graph import DEFAULT_KEEP_INT8, fold_attention_scale, name_nodes, select_nodes
 from runtime.errors import ToolkitError
 from runtime.fileio import atomic_path
+from runtime.loaders import SessionFromOnnx
 
 METHODS = ("entropy", "max", "percentile")
 LAYOUTS = ("trt", "ort")
@@ -261,17 +262,12 @@ def dequantize_inputs_of(model: Any, names: Iterable[str]) -> int:
 def fused_ops(path: str | os.PathLike, threads: int | None = None) -> dict[str, int]:
     """Op-type counts of the graph ONNX Runtime actually runs (after ORT_ENABLE_ALL optimisation)."""
     import onnx
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="ortopt.") as tmp:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        opts.log_severity_level = 3    # the "hardware specific optimizations" warning is expected here
-        if threads:
-            opts.intra_op_num_threads = threads
-        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        model = onnx.load(opts.optimized_model_filepath)
+        optimized = Path(tmp) / "optimized.onnx"
+        # log severity 3: the "hardware specific optimizations" warning is expected here
+        SessionFromOnnx(path, threads=threads, optimization="all", optimized_path=optimized, log_severity=3)()
+        model = onnx.load(str(optimized))
     counts: dict[str, int] = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1

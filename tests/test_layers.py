@@ -16,8 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RANK = {"runtime": 0, "calibration": 1, "samples": 1, "models": 2, "export": 3, "bench": 4, "apps": 5}
-# Triton's Python backend runs this file from the model repository, next to the tiler copied there.
-SYS_PATH_OK = {"runtime/triton/model_frame.py"}
+# Triton's Python backend runs these files from the model repository, next to the runtime files copied there.
+SYS_PATH_OK = {"runtime/triton/model_frame.py", "runtime/triton/model_tile_ort.py"}
 
 
 def _modules() -> list[Path]:

@@ -144,7 +144,7 @@ def test_backend_hands_the_int8_options_to_the_tensorrt_provider(tmp_path, monke
     ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : something else", "cannot load", "pip show onnxruntime"),
 ])
 def test_load_errors_say_what_onnx_runtime_said(said, message, fix):
-    from runtime.backends.onnxruntime_backend import explain_load_error
+    from runtime.loaders import explain_load_error
 
     err = explain_load_error(Path("m.onnx"), said)
     assert message in err.message and fix in (err.fix or "") and err.found == said.splitlines()[0][:300]

@@ -301,13 +301,13 @@ model = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(model)
 tile = model.TritonPythonModel()
 tile.initialize({"model_config": json.dumps(config), "model_repository": f"{repo}/{name}", "model_version": "1"})
-responses = tile.execute([{config["input"][0]["name"]: x[i:i + 1]} for i in range(len(x))])
+responses = tile.execute([{config["input"][0]["name"]: pb.Tensor("input", x[i:i + 1])} for i in range(len(x))])
 np.save(sys.argv[5], np.concatenate([r.output_tensors[0].as_numpy() for r in responses]))
 print(sys.modules["runtime.loaders"].__file__)
 '''
 
 
-def test_python_tile_model_loads_its_session_through_the_copied_loader(tiny, tmp_path):  # noqa: F811
+def test_python_tile_model_loads_its_session_through_the_copied_loader(tiny, tmp_path):
     """The Python-backend tile model, run as Triton's stub would (its own folder, a stand-in
     triton_python_backend_utils, nothing of the toolkit on the path): its ONNX Runtime session comes
     from the runtime/loaders.py copied beside it, and its outputs are the artifact's."""

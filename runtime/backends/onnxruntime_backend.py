@@ -18,6 +18,7 @@ from runtime.artifact import read_onnx_meta
 from runtime.backends.base import Backend, as_output, check_meta_shapes
 from runtime.denormals import flush_denormals
 from runtime.errors import ToolkitError
+from runtime.loaders import SessionFromOnnx, import_onnxruntime
 
 SHORT_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -60,7 +61,7 @@ FP16_QDQ_DISABLED = ("WeightBiasQuantization", "QDQSelectorActionTransformer")
 
 
 def session_kwargs(meta: Any) -> dict[str, Any]:
-    """Extra ``InferenceSession`` arguments for one artifact (passes disabled for FP16-scale Q/DQ)."""
+    """Extra :class:`SessionFromOnnx` options for one artifact (passes disabled for FP16-scale Q/DQ)."""
     return {"disabled_optimizers": list(FP16_QDQ_DISABLED)} if meta.layout == "trt+fp16" else {}
 
 
@@ -88,35 +89,6 @@ def resolve_providers(providers: str | Sequence[Any] | None, available: Sequence
             opts = tensorrt_provider_options(trt_cache_dir, precision, layout)
         out.append((full, opts) if opts else full)
     return out
-
-
-def explain_load_error(path: Path, text: str) -> ToolkitError:
-    """The ToolkitError for an ``InferenceSession`` that refused ``path``: say what ORT said."""
-    import re
-
-    first = text.strip().splitlines()[0][:300] if text.strip() else "no message"
-    ir = re.search(r"IR version:? (\d+), max supported IR version:? (\d+)", text)
-    if ir:
-        return ToolkitError(f"ONNX Runtime cannot load {path}: the file has IR version {ir.group(1)}, this "
-                            f"ONNX Runtime reads at most {ir.group(2)}", found=first,
-                            fix="re-export it with this toolkit (it writes the lowest IR version the opset "
-                                "allows) or upgrade onnxruntime")
-    domain = re.search(r"Opset (\d+) is under development.*domain (\S+) is till opset (\d+)", text, re.DOTALL)
-    if domain:
-        version, name, limit = domain.groups()
-        return ToolkitError(f"ONNX Runtime cannot load {path}: the file declares domain {name} opset {version}, "
-                            f"this ONNX Runtime supports it up to opset {limit}", found=first,
-                            fix="re-export it with this toolkit (it declares only the domains its nodes use) "
-                                "or upgrade onnxruntime")
-    if re.search(r"opset|domain", text, re.IGNORECASE) and not re.search(r"protobuf", text, re.IGNORECASE):
-        return ToolkitError(f"ONNX Runtime cannot load {path}: it refuses an opset or domain the file declares",
-                            found=first, fix="re-export it with this toolkit (opset 17, only the domains its "
-                                             "nodes use) or upgrade onnxruntime")
-    if re.search(r"protobuf|truncat|corrupt", text, re.IGNORECASE):
-        return ToolkitError(f"ONNX Runtime cannot load {path}: not a readable ONNX file", found=first,
-                            fix="re-export the artifact; the file may be truncated or corrupt")
-    return ToolkitError(f"ONNX Runtime cannot load {path}", found=first,
-                        fix="check the onnxruntime version (pip show onnxruntime) against the README")
 
 
 def cpu_precision_note(precision: str, providers: Sequence[str]) -> str | None:
@@ -156,30 +128,16 @@ class OnnxRuntimeBackend(Backend):
         self._input_dtype: Any = np.float32
 
     def _allocate(self) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ToolkitError("ONNX Runtime is not installed",
-                               fix="pip install onnxruntime (CPU) or onnxruntime-gpu") from None
+        ort = import_onnxruntime()
         path = Path(self.artifact)
         if not path.is_file():
             raise ToolkitError(f"ONNX file not found: {path}", fix="check the path or export it first")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            opts.intra_op_num_threads = int(self.threads)
-        if not self.spin:   # idle ORT threads otherwise busy-wait and starve decode/stitch threads
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.flush_denormals:   # r50os8 FP32 on CPU: 8.3 s -> 4.9 s per 512x1024 crop (export/benchmark.py)
-            opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         self._meta = read_onnx_meta(path)      # before the session: the TensorRT provider options need it
         providers = resolve_providers(self.providers, ort.get_available_providers(), self.trt_cache_dir,
                                       self._meta.precision, self._meta.layout)
-        try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers,
-                                                 **session_kwargs(self._meta))
-        except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
-            raise explain_load_error(path, str(exc) or type(exc).__name__) from None
+        self._session = SessionFromOnnx(path, threads=self.threads, providers=providers, optimization="all",
+                                        flush_denormals=self.flush_denormals, spin=self.spin,
+                                        **session_kwargs(self._meta))()
         self._check_io()
         note = cpu_precision_note(self._meta.precision, self.active_providers)
         if note:

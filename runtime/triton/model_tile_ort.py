@@ -2,29 +2,28 @@
 
 For servers without Triton's onnxruntime backend (the pip-bundled tritonserver has only the Python
 backend). One ``execute`` gets every request the dynamic batcher merged: their tiles are concatenated
-into one ONNX Runtime call and the output is split back per request.
+into one ONNX Runtime call and the output is split back per request. The session is made by the
+toolkit's loader (``runtime/loaders.py``, copied beside this file with the two files it needs).
 """
 import json
 import os
+import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from runtime.loaders import SessionFromOnnx  # noqa: E402
+
 
 class TritonPythonModel:
     def initialize(self, args):
-        import onnxruntime as ort
-
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        opts = ort.SessionOptions()
-        threads = int(params.get("ort_threads") or 0)
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.session = SessionFromOnnx(path, threads=int(params.get("ort_threads") or 0), spin=False,
+                                       flush_denormals=True)()
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
         self.batched = int(config.get("max_batch_size", 0)) > 0

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import ToolkitError
+from runtime.loaders import SessionFromOnnx
 
 SHAPE_OPS = ("Expand", "Tile", "ConstantOfShape")
 
@@ -107,12 +108,7 @@ def check_batch_dynamic(original: Path, dynamic: Path, batch: int, seed: int = 0
     """Run 2*batch random tiles through ``dynamic`` and compare with the original run per batch.
 
     Returns the largest absolute difference; raises ToolkitError when the outputs differ."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    a = ort.InferenceSession(str(original), opts, providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(dynamic), opts, providers=["CPUExecutionProvider"])
+    a, b = (SessionFromOnnx(path, threads=1)() for path in (original, dynamic))
     inp = a.get_inputs()[0]
     dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
     shape = [int(d) for d in inp.shape]

@@ -30,6 +30,7 @@ KINDS = ("cpu", "gpu")
 ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 6: "TYPE_INT32", 7: "TYPE_INT64", 2: "TYPE_UINT8", 3: "TYPE_INT8"}
 HERE = Path(__file__).resolve().parent
 RUNTIME_FILES = ("__init__.py", "errors.py", "artifact.py", "preprocess.py", "tiling.py")
+LOADER_FILES = ("__init__.py", "errors.py", "loaders.py")     # the tile model's ONNX Runtime session
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ def write_tile_model(artifact: Path, out: Path, opts: RepoOptions, log: Callable
         _write_onnx_model(artifact, version, meta, max_batch, log)
         if platform == "python":
             _copy(HERE / "model_tile_ort.py", version / "model.py")
+            for file in LOADER_FILES:
+                _copy(HERE.parent / file, version / "runtime" / file)
     elif artifact.suffix.lower() in (".engine", ".plan"):
         meta, _build = read_sidecar(artifact)
         io, platform, max_batch = engine_io(meta), "tensorrt_plan", 0
