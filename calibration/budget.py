@@ -37,6 +37,7 @@ import numpy as np
 
 from calibration.graph import (ATTENTION, HEAD, attention_nodes, consumers, float_source, head_nodes,
                                producers, prune_dead_nodes)
+from runtime.batches import run_static, static_batches
 from runtime.fileio import atomic_open
 from runtime.loaders import SessionFromOnnx
 
@@ -145,17 +146,7 @@ def run_model(model: Any, tiles: np.ndarray, batch: int = 1) -> np.ndarray:
     sess = _session(model)
     name = sess.get_inputs()[0].name
     with flush_denormals():                      # as the runtime runs it (denormals would only cost time)
-        return np.concatenate([sess.run(None, {name: chunk})[0][:real] for chunk, real in _batches(tiles, batch)])
-
-
-def _batches(tiles: np.ndarray, batch: int) -> Iterable[tuple[np.ndarray, int]]:
-    """Static batches of ``batch`` tiles (the last one zero-filled) with the count of real tiles."""
-    for start in range(0, len(tiles), batch):
-        chunk = tiles[start:start + batch]
-        real = len(chunk)
-        if real < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - real,) + chunk.shape[1:], chunk.dtype)])
-        yield np.ascontiguousarray(chunk, dtype=np.float32), real
+        return run_static(lambda chunk: sess.run(None, {name: chunk})[0], tiles, batch, dtype=np.float32)
 
 
 def output_error(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
@@ -241,7 +232,7 @@ def activation_peaks(model: Any, tiles: np.ndarray, batch: int = 1) -> dict[str,
     names = [o.name for o in sess.get_outputs()]
     inp = sess.get_inputs()[0].name
     peaks = dict.fromkeys(names, 0.0)
-    for chunk, _real in _batches(tiles, batch):
+    for _start, chunk, _real in static_batches(tiles, batch, dtype=np.float32):
         for name, value in zip(names, sess.run(None, {inp: chunk})):
             if value.dtype.kind == "f" and value.size:
                 peaks[name] = max(peaks[name], float(np.max(np.abs(value))))

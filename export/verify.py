@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from runtime.batches import run_static
 from runtime.errors import ToolkitError
 
 
@@ -91,15 +92,9 @@ def run_batched(fn: Any, tiles: np.ndarray, batch: int, desc: str | None = None)
     """Call ``fn`` on static batches of ``batch`` tiles (the last one zero-filled, then trimmed)."""
     from tqdm import tqdm
 
-    outs = []
-    starts = range(0, len(tiles), batch)
-    for start in tqdm(starts, desc=desc, unit="batch", disable=None if desc else True, leave=False):
-        chunk = tiles[start:start + batch]
-        real = len(chunk)
-        if real < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - real,) + chunk.shape[1:], chunk.dtype)])
-        outs.append(np.asarray(fn(np.ascontiguousarray(chunk)))[:real])
-    return np.concatenate(outs)
+    total = -(-len(tiles) // batch)
+    return run_static(fn, tiles, batch, progress=lambda it: tqdm(it, total=total, desc=desc, unit="batch",
+                                                                 disable=None if desc else True, leave=False))
 
 
 def run_onnx(path: str | os.PathLike, tiles: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from runtime.batches import static_batches
 from runtime.errors import ToolkitError
 
 MODES = ("tiled", "whole", "resize")
@@ -227,13 +228,9 @@ class Tiler:
         static = getattr(backend, "static_batch", True)
         nb = int(backend.input_shape[0])
         step = nb if static or self.batch is None else self.batch
-        for start in range(0, len(tiles), step):
-            chunk = tiles[start:start + step]
-            real = chunk.shape[0]
-            if static and real < nb:
-                chunk = np.concatenate([chunk, np.zeros((nb - real,) + chunk.shape[1:], np.float32)])
+        for start, chunk, real in static_batches(tiles, step, pad=static):
             t0 = time.perf_counter()
-            out = np.asarray(backend(np.ascontiguousarray(chunk)))[:real]
+            out = np.asarray(backend(chunk))[:real]
             timing["infer"] += time.perf_counter() - t0
             check_finite(out, backend.name)
             yield start, out

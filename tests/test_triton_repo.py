@@ -339,3 +339,34 @@ def test_python_tile_model_loads_its_session_through_the_copied_loader(tiny, tmp
     with open_backend(str(tiny["onnx"]), backend="onnxruntime", threads=1) as backend:
         expected = np.concatenate([backend(x[i:i + 1]) for i in range(len(x))])
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+IMPORT_MODEL = '''
+import importlib.util, sys
+
+spec = importlib.util.spec_from_file_location("model", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print("\\n".join(m.__file__ for name, m in sorted(sys.modules.items()) if name.split(".")[0] == "runtime"))
+'''
+
+
+def test_python_models_import_with_only_the_runtime_files_copied_beside_them(tiny, tmp_path):
+    """The frame and tile models' own imports (the tiler's, the loader's) resolve inside their folder:
+    a runtime module that imports one more file fails here, not in a Triton server."""
+    import os
+    import subprocess
+    import sys
+
+    write_repository([tiny["onnx"]], tmp_path / "repo", RepoOptions(platform="python"), **QUIET)
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "triton_python_backend_utils.py").write_text(FAKE_PB_UTILS)
+    (stub / "import_model.py").write_text(IMPORT_MODEL)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}     # the toolkit is not on the path
+    for name in ("tiny_cityscapes_64x128", "tiny_cityscapes_64x128_frame"):
+        version = tmp_path / "repo" / name / "1"
+        done = subprocess.run([sys.executable, str(stub / "import_model.py"), str(version / "model.py")], cwd=stub,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        loaded = done.stdout.split()
+        assert loaded and all(f.startswith(str(version / "runtime")) for f in loaded), loaded

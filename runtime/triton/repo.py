@@ -29,7 +29,7 @@ PLATFORMS = ("onnxruntime", "python")
 KINDS = ("cpu", "gpu")
 ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 6: "TYPE_INT32", 7: "TYPE_INT64", 2: "TYPE_UINT8", 3: "TYPE_INT8"}
 HERE = Path(__file__).resolve().parent
-RUNTIME_FILES = ("__init__.py", "errors.py", "artifact.py", "preprocess.py", "tiling.py")
+RUNTIME_FILES = ("__init__.py", "errors.py", "artifact.py", "preprocess.py", "batches.py", "tiling.py")
 LOADER_FILES = ("__init__.py", "errors.py", "loaders.py")     # the tile model's ONNX Runtime session
 
 
