@@ -30,6 +30,7 @@ from apps.cli import OV_PRECISION_HELP, OV_PRECISIONS, non_negative_int, parse_h
 from runtime.errors import ToolkitError
 from runtime.preprocess import synthetic_frame
 from runtime.sysinfo import describe, machine_info
+from runtime.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,11 +179,7 @@ def print_table(results: list[dict]) -> None:
                      _fmt(r["ms_per_tile_p99"], ".1f"), _fmt(r["tiles_per_s"], ".2f"), _fmt(r["frames_per_s"], ".3f"),
                      _fmt(r.get("speedup_vs_reference"), ".2f"), _fmt(r["tiling_overhead_pct"], ".2f"),
                      _fmt(r["peak_rss_mb"], ".0f")])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    for k, row in enumerate(rows):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(rows[1:], head, align="lr"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ import numpy as np
 
 from apps.cli import parse_hw, positive_int
 from runtime.errors import ToolkitError
+from runtime.tables import format_table
 
 
 def synthetic_frames(h: int, w: int, count: int) -> list[np.ndarray]:
@@ -116,7 +117,7 @@ def table(r: dict[str, Any]) -> str:
     row = [str(r["clients"]), str(r["requests"]), str(r["failures"]), _fmt(r["mismatches"], "d"),
            _fmt(r["frames_per_s"], ".1f"), _fmt(r["p50_ms"], ".1f"), _fmt(r["p99_ms"], ".1f"),
            _fmt(r["mean_tile_batch"], ".2f")]
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---:|" * len(head), "| " + " | ".join(row) + " |"])
+    return format_table([row], head, align="r", markdown=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ import numpy as np
 import apps.video_demo as demo
 from apps.cli import non_negative_int, parse_hw, positive_int
 from runtime.errors import ToolkitError
+from runtime.tables import format_table
 from runtime.video_io import open_source, parse_source
 
 
@@ -134,9 +135,7 @@ def print_table(r: dict[str, Any]) -> None:
     row = (r["backend"], r["mode"], str(r["frames"]), f"{r['tiles_per_frame']:.0f}", f"{r['backend_fps']:.1f}",
            f"{r['tiler_fps']:.1f}", f"{r['end_to_end_fps']:.1f}", f"{r['ratio_vs_backend']:.2f}",
            f"{r['ratio_vs_tiler']:.2f}")
-    widths = [max(len(h), len(c)) for h, c in zip(head, row)]
-    for cells in (head, row):
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    print(format_table([row], head, rule=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

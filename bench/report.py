@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from runtime.tables import format_table
+
 ORDER = ("fp32", "fp16", "bf16", "int8")
 EAGER = "pytorch_eager_fp32"
 
@@ -77,8 +79,7 @@ def latency_rows(lat: dict[str, Any], machine: dict[str, Any]) -> list[str]:
     if peaks:
         rows.append(f"peaks (best of the rounds): FP32 {peaks['fp32_gflops']:.0f} GFLOP/s (torch.mm 2048^2), "
                     f"INT8 {peaks['int8_gops']:.0f} GOP/s (ORT MatMulInteger u8*s8 2048^2)")
-    rows += ["", "| precision | path | whose | quietest s | median s | G(FL)OP/s | of peak | x eager FP32 | "
-             "x fastest peer |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    table = []
     for prec in ORDER:
         peer = summary[prec]["fastest_peer"] or summary["fp32"]["fastest_peer"]
         for name in sorted((n for n in paths if precision_of(paths[n]) == prec), key=lambda n: paths[n]["quietest_s"]):
@@ -86,8 +87,11 @@ def latency_rows(lat: dict[str, Any], machine: dict[str, Any]) -> list[str]:
             rate, pct = _rate(p, flops, peaks)
             vs_peer = f"{paths[peer]['quietest_s'] / p['quietest_s']:.2f}x" if peer else "-"
             vs_eager = f"{eager / p['quietest_s']:.2f}x" if eager else "-"
-            rows.append(f"| {prec} | {name} | {p['owner']} | {p['quietest_s']:.2f} | {p['median_s']:.2f} | {rate} | "
-                        f"{pct} | {vs_eager} | {vs_peer} |")
+            table.append([prec, name, p["owner"], f"{p['quietest_s']:.2f}", f"{p['median_s']:.2f}", rate, pct,
+                          vs_eager, vs_peer])
+    head = ["precision", "path", "whose", "quietest s", "median s", "G(FL)OP/s", "of peak", "x eager FP32",
+            "x fastest peer"]
+    rows += ["", *format_table(table, head, align="lllr", markdown=True).splitlines()]
     rows += ["", "x fastest peer: against the fastest peer of the same precision (FP16: of FP32, it has none)."]
     rows += [f"target {k}: {_verdict(quiet, float(k.split('>= ')[1]))} in the quietest round, "
              f"{_verdict(median, float(k.split('>= ')[1]))} by medians"

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from runtime.tables import format_table
 
 
 @dataclasses.dataclass
@@ -212,19 +213,19 @@ def table(results: dict) -> str:
         from bench.report import latency_rows
 
         rows += latency_rows(results["latency"], results["machine"]) + [""]
-    rows.append("| step (wall, incl. its ONNX Runtime verification) | seconds |")
-    rows.append("|---|---:|")
     reused = results.get("reused", {})
-    rows += [f"| {k}{' (reused, not rebuilt)' if reused.get(k) else ''} | {v:.1f} |"
+    walls = [[f"{k}{' (reused, not rebuilt)' if reused.get(k) else ''}", f"{v:.1f}"]
              for k, v in results["walls"].items() if k != "verify_tiles"]
+    rows.append(format_table(walls, ["step (wall, incl. its ONNX Runtime verification)", "seconds"], align="lr",
+                             markdown=True))
     if "agreement" in results:
         a = results["agreement"]
         rows += ["", f"agreement with FP32 on {a['frames']} val frames of {a['data']} ({a['model']}, crop "
                      f"{a['crop'][0]}x{a['crop'][1]}, INT8 calibrated on {a['calib_images']} train images; "
                      f"max |attention logit| {a['max_abs_attention_logit']:.1f}, FP16 max 65504):",
-                 "| artifact | pixel agreement vs FP32 | mIoU |", "|---|---:|---:|"]
-        rows += [f"| {k} | {100 * a[k]['agreement_vs_fp32']:.3f}% | {100 * a[k]['miou']:.2f} |"
-                 for k in ("fp32", "fp16", "fp16_all", "int8_trt", "int8_ort", "int8_fp16")]
+                 format_table([[k, f"{100 * a[k]['agreement_vs_fp32']:.3f}%", f"{100 * a[k]['miou']:.2f}"]
+                               for k in ("fp32", "fp16", "fp16_all", "int8_trt", "int8_ort", "int8_fp16")],
+                              ["artifact", "pixel agreement vs FP32", "mIoU"], align="lr", markdown=True)]
     return "\n".join(rows)
 
 

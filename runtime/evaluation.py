@@ -18,6 +18,7 @@ import numpy as np
 from runtime.data import train_to_label_ids
 from runtime.errors import ToolkitError
 from runtime.fileio import write_png
+from runtime.tables import format_table
 from runtime.values import dataset_name_of
 
 DEFAULT_MAX_DROP = {"fp32": 0.01, "fp16": 0.1, "bf16": 0.1, "int8": 0.5}
@@ -261,26 +262,18 @@ def table_rows(report: dict) -> list[list[str]]:
 
 def print_table(report: dict) -> None:
     rows = table_rows(report)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for k, row in enumerate(rows):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(rows[1:], rows[0], align="lr"))
 
 
 def markdown(report: dict) -> str:
     rows = table_rows(report)
     lines = [f"# Accuracy check: {report['reference']} on {report['data']} ({report['images']} images, "
-             f"mode {report['mode']})", "", "| " + " | ".join(rows[0]) + " |",
-             "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+             f"mode {report['mode']})", "", format_table(rows[1:], rows[0], markdown=True)]
+    per_class = [[name] + [_fmt(r["per_class_iou"].get(name), ".2f", 100) for r in report["rows"]]
+                 for name in report["class_names"]]
     lines += ["", "Drop = reference mIoU - artifact mIoU, in mIoU points. Agreement = pixels where the "
               "artifact predicts the same class as the PyTorch reference.", "", "## Per-class IoU (%)", "",
-              "| class | " + " | ".join(r["label"] for r in report["rows"]) + " |",
-              "|---|" + "---|" * len(report["rows"])]
-    for name in report["class_names"]:
-        cells = [_fmt(r["per_class_iou"].get(name), ".2f", 100) for r in report["rows"]]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+              format_table(per_class, ["class"] + [r["label"] for r in report["rows"]], markdown=True)]
     lines += [""] + [f"- note: {n}" for n in report["notes"]]
     lines += [f"- error: {r['label']}: {r['error']}" for r in report["rows"] if r.get("error")]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from runtime.fileio import atomic_open
+from runtime.tables import format_table
 from export.budget.options import budget_tag
 
 
@@ -97,8 +98,7 @@ def _kept(cand: Any) -> str:
 
 
 def _table(rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |"
-                                                                                for r in rows[1:]]
+    return format_table(rows[1:], rows[0], markdown=True).splitlines()
 
 
 def _command(args: Any) -> str:
@@ -146,8 +146,4 @@ def write_report(fp32: Any, facts: dict, args: Any, written: Sequence[Any],
 def print_table(result: Any, total_macs: float, winner: Any = None) -> None:
     """The candidate table on the terminal (also when the budget is not met)."""
     rows = candidate_rows({"result": result, "total_macs": total_macs, "winner": winner})
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for k, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(rows[1:], rows[0]))
