@@ -97,11 +97,11 @@ class SessionFromOnnx:
         source, path = self._source()
         extra = {"disabled_optimizers": self.disabled_optimizers} if self.disabled_optimizers else {}
         opts = self.session_options(ort)
-        if path is None:      # the toolkit's own in-memory model: ORT's exception is a bug, keep it
-            return ort.InferenceSession(source, sess_options=opts, providers=self.providers, **extra)
         try:
             return ort.InferenceSession(source, sess_options=opts, providers=self.providers, **extra)
         except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
+            if path is None:      # the toolkit's own in-memory model: a bug, keep ORT's exception
+                raise
             raise explain_load_error(path, str(exc) or type(exc).__name__) from None
 
     def _source(self) -> tuple[Any, Path | None]:
