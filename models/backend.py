@@ -13,7 +13,7 @@ import numpy as np
 
 from runtime.artifact import ArtifactMeta
 from runtime.backends.base import Backend
-from runtime.errors import ToolkitError
+from runtime.errors import ToolkitError, require
 
 AUTOCAST = {None: None, "fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 
@@ -66,11 +66,8 @@ class TorchBackend(Backend):
         return f"torch:{self.artifact}" + (f"-{self.autocast}" if self.autocast else "")
 
     def _allocate(self) -> None:
-        try:
-            import torch
-        except ImportError:
-            raise ToolkitError("the PyTorch reference backend needs torch",
-                               fix="pip install torch (CPU build: --index-url https://download.pytorch.org/whl/cpu)") from None
+        torch = require("torch", "the PyTorch reference backend needs torch",
+                        fix="pip install torch (CPU build: --index-url https://download.pytorch.org/whl/cpu)")
         from runtime.zoo import get_variant
 
         variant = get_variant(self.artifact)

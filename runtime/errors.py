@@ -5,6 +5,9 @@ exits non-zero. Real bugs keep their tracebacks.
 """
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 
 class ToolkitError(Exception):
     """A mistake the user can fix: says what was expected, what was found, and the fix."""
@@ -27,3 +30,12 @@ class ToolkitError(Exception):
         if self.fix:
             text += f" (fix: {self.fix})"
         return text.replace("\n", " ")
+
+
+def require(module: str, message: str, fix: str | None = None) -> Any:
+    """``import module`` (the module object), or a one-line ToolkitError(message, fix=fix) where it is
+    not installed: the optional runtimes (ONNX Runtime, OpenVINO, TensorRT, torch) are imported so."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ToolkitError(message, fix=fix) from None

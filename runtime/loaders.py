@@ -34,7 +34,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from runtime.errors import ToolkitError
+from runtime.errors import ToolkitError, require
 
 OPTIMIZATION = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
                 "disabled": "ORT_DISABLE_ALL"}
@@ -43,12 +43,8 @@ CPU = "CPUExecutionProvider"
 
 def import_onnxruntime() -> Any:
     """``onnxruntime``, or a one-line ToolkitError saying how to install it."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ToolkitError("ONNX Runtime is not installed",
-                           fix="pip install onnxruntime (CPU) or onnxruntime-gpu") from None
-    return onnxruntime
+    return require("onnxruntime", "ONNX Runtime is not installed",
+                   fix="pip install onnxruntime (CPU) or onnxruntime-gpu")
 
 
 class SessionFromOnnx:

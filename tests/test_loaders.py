@@ -123,16 +123,9 @@ def test_an_in_memory_model_keeps_onnx_runtimes_own_exception():
 
 
 def test_onnx_runtime_missing_is_a_one_line_error(monkeypatch):
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
-
-    def no_ort(name, *a, **k):
-        if name == "onnxruntime":
-            raise ImportError("No module named 'onnxruntime'")
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_ort)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)     # import onnxruntime -> ImportError
     with pytest.raises(ToolkitError, match="ONNX Runtime is not installed") as err:
         SessionFromOnnx("m.onnx")()
     assert "pip install onnxruntime" in err.value.fix

@@ -23,19 +23,15 @@ import numpy as np
 
 from runtime.artifact import META_KEY, meta_from_props
 from runtime.backends.base import Backend, as_output, check_meta_shapes
-from runtime.errors import ToolkitError
+from runtime.errors import ToolkitError, require
 
 HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16", "auto": "auto"}
 CAPABILITY = {"bf16": "BF16", "f16": "FP16"}   # OPTIMIZATION_CAPABILITIES entry that makes a hint native
 
 
 def import_openvino() -> Any:
-    try:
-        import openvino
-    except ImportError:
-        raise ToolkitError("OpenVINO is not installed",
-                           fix="pip install -e .[openvino]  (or: pip install openvino)") from None
-    return openvino
+    return require("openvino", "OpenVINO is not installed",
+                   fix="pip install -e .[openvino]  (or: pip install openvino)")
 
 
 def native_hints(capabilities: list[str] | tuple[str, ...]) -> list[str]:

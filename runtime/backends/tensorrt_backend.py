@@ -25,7 +25,7 @@ import numpy as np
 from runtime.artifact import read_sidecar
 from runtime.backends.base import Backend, as_output, check_meta_shapes
 from runtime.backends.cuda_mem import open_cuda
-from runtime.errors import ToolkitError
+from runtime.errors import ToolkitError, require
 
 TRT_MISSING = ("TensorRT is not installed: pip install tensorrt (x86_64) or use JetPack's "
                "python3-libnvinfer on a Jetson; on a CPU-only machine run the .onnx with --backend onnxruntime")
@@ -33,11 +33,7 @@ TRT_MISSING = ("TensorRT is not installed: pip install tensorrt (x86_64) or use 
 
 def import_tensorrt() -> Any:
     """``import tensorrt`` or a one-line ToolkitError."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise ToolkitError(TRT_MISSING) from None
-    return trt
+    return require("tensorrt", TRT_MISSING)
 
 
 def _first(build: dict, *keys: str) -> Any:
