@@ -106,10 +106,16 @@ class SessionFromOnnx:
             return bytes(self.model), None
         if hasattr(self.model, "SerializeToString"):            # onnx.ModelProto
             return self.model.SerializeToString(), None
-        path = Path(self.model)
-        if not path.is_file():
-            raise ToolkitError(f"ONNX file not found: {path}", fix="check the path or export it first")
+        path = onnx_file(self.model)
         return str(path), path
+
+
+def onnx_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or the one-line error for an ONNX file that is not there."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"ONNX file not found: {path}", fix="check the path or export it first")
+    return path
 
 
 def session_from_onnx(model: Any, **options: Any) -> Any:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import ToolkitError
-from runtime.loaders import SessionFromOnnx, session_from_onnx
+from runtime.loaders import SessionFromOnnx, onnx_file, session_from_onnx
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -104,10 +104,19 @@ def test_disabled_optimizers_are_passed_only_when_given(add_one, monkeypatch):
     assert seen[1]["disabled_optimizers"] == ["WeightBiasQuantization", "NoSuchPass"]
 
 
-def test_a_missing_or_unreadable_file_is_one_explained_error(tmp_path):
+def test_a_missing_or_unreadable_file_is_one_explained_error(tmp_path, add_one):
+    from runtime.backends import open_backend
+
+    assert onnx_file(str(add_one)) == add_one
     with pytest.raises(ToolkitError, match="ONNX file not found") as missing:
         SessionFromOnnx(tmp_path / "missing.onnx")()
     assert "export it first" in missing.value.fix
+    import importlib.util
+
+    backends = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for backend in backends:                            # the backends say it the same way
+        with pytest.raises(ToolkitError, match="ONNX file not found"):
+            open_backend(str(tmp_path / "missing.onnx"), backend=backend).__enter__()
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07 this is not a protobuf of a model")
     with pytest.raises(ToolkitError, match=f"ONNX Runtime cannot load {bad}") as refused:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,7 +17,7 @@ from runtime.artifact import read_onnx_meta
 from runtime.backends.base import Backend, as_output, check_meta_shapes
 from runtime.denormals import flush_denormals
 from runtime.errors import ToolkitError
-from runtime.loaders import SessionFromOnnx, import_onnxruntime
+from runtime.loaders import SessionFromOnnx, import_onnxruntime, onnx_file
 
 SHORT_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -129,9 +128,7 @@ class OnnxRuntimeBackend(Backend):
 
     def _allocate(self) -> None:
         ort = import_onnxruntime()
-        path = Path(self.artifact)
-        if not path.is_file():
-            raise ToolkitError(f"ONNX file not found: {path}", fix="check the path or export it first")
+        path = onnx_file(self.artifact)
         self._meta = read_onnx_meta(path)      # before the session: the TensorRT provider options need it
         providers = resolve_providers(self.providers, ort.get_available_providers(), self.trt_cache_dir,
                                       self._meta.precision, self._meta.layout)

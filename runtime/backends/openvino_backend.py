@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from runtime.artifact import META_KEY, meta_from_props
 from runtime.backends.base import Backend, as_output, check_meta_shapes
 from runtime.errors import ToolkitError, require
+from runtime.loaders import onnx_file
 
 HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16", "auto": "auto"}
 CAPABILITY = {"bf16": "BF16", "f16": "FP16"}   # OPTIMIZATION_CAPABILITIES entry that makes a hint native
@@ -75,9 +75,7 @@ class OpenVinoBackend(Backend):
 
     def _allocate(self) -> None:
         ov = import_openvino()
-        path = Path(self.artifact)
-        if not path.is_file():
-            raise ToolkitError(f"ONNX file not found: {path}", fix="check the path or export it first")
+        path = onnx_file(self.artifact)
         core = ov.Core()
         try:
             model = core.read_model(str(path))
