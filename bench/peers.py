@@ -34,8 +34,11 @@ class Runner:
 
 
 def ort_session(path: Path, threads: int, flush_denormals: bool = True, level: str = "all") -> Infer:
+    from runtime.artifact import read_onnx_meta
+    from runtime.backends.onnxruntime_backend import session_kwargs
+
     sess = SessionFromOnnx(path, threads=threads, optimization=level, flush_denormals=flush_denormals,
-                           log_severity=3)()
+                           log_severity=3, **session_kwargs(read_onnx_meta(path)))()     # as the backend runs it
     name = sess.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
