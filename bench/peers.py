@@ -100,19 +100,25 @@ def openvino_backend(path: Path, threads: int, facts: dict, precision: str = "f3
     return backend
 
 
-def nncf_int8(fp32_path: Path, calib: Any, threads: int, facts: dict) -> Infer:
+_NNCF: dict[tuple[str, str], tuple[Any, float]] = {}     # (FP32 file, calibration set) -> (model, seconds)
+
+
+def nncf_int8(fp32_path: Path, calib: Any, threads: int, facts: dict, hint: str | None = None) -> Infer:
     """OpenVINO's own INT8 route: ``nncf.quantize`` of the FP32 ONNX (read by OpenVINO) on the
-    toolkit's calibration tiles (the same tiles the toolkit's Q/DQ files were calibrated on)."""
+    toolkit's calibration tiles (the same tiles the toolkit's Q/DQ files were calibrated on), compiled
+    with ``hint`` for its float layers (None: OpenVINO's default, as users run it). Quantized once."""
     import nncf
     import openvino as ov
 
-    model = ov.Core().read_model(str(fp32_path))
-    tiles = [calib.tile(i)[None] for i in range(len(calib))]
-    t0 = time.perf_counter()
-    quantized = nncf.quantize(model, nncf.Dataset(tiles), subset_size=len(tiles))
-    facts["quantize_s"] = time.perf_counter() - t0
-    facts["calibration_tiles"] = len(tiles)
-    return openvino_compiled(quantized, threads, None, facts)
+    key = (str(fp32_path), str(getattr(calib, "key", id(calib))))
+    if key not in _NNCF:
+        model = ov.Core().read_model(str(fp32_path))
+        tiles = [calib.tile(i)[None] for i in range(len(calib))]
+        t0 = time.perf_counter()
+        _NNCF[key] = (nncf.quantize(model, nncf.Dataset(tiles), subset_size=len(tiles)), time.perf_counter() - t0)
+    quantized, facts["quantize_s"] = _NNCF[key]
+    facts["calibration_tiles"] = len(calib)
+    return openvino_compiled(quantized, threads, hint, facts)
 
 
 def build_runners(arts: dict[str, Path], model: Any, calib: Any, threads: int, example: np.ndarray,
@@ -158,7 +164,29 @@ def build_runners(arts: dict[str, Path], model: Any, calib: Any, threads: int, e
         lambda f: openvino_backend(arts["int8_ort"], t, f), "toolkit OpenVINO backend, INT8 Q/DQ (ORT layout)")
     add("toolkit_openvino_int8_trt_layout", "int8", "toolkit",
         lambda f: openvino_backend(arts["int8_trt"], t, f), "toolkit OpenVINO backend, INT8 Q/DQ (TRT layout)")
+    add("nncf_int8_f32", "int8", "peer", lambda f: nncf_int8(arts["fp32"], calib, t, f, "f32"),
+        "OpenVINO + NNCF PTQ, float layers f32 (the toolkit's f32 rows' precision)")
+    if "bf16" not in skip and "bf16" in native_openvino_hints():   # bf16 only where the CPU has it natively
+        add("toolkit_openvino_bf16", "bf16", "toolkit", lambda f: openvino_backend(arts["fp32"], t, f, "bf16"),
+            "toolkit OpenVINO backend, FP32 artifact, bf16 float layers")
+        add("toolkit_openvino_int8_ort_layout_bf16", "int8", "toolkit",
+            lambda f: openvino_backend(arts["int8_ort"], t, f, "bf16"),
+            "toolkit OpenVINO backend, INT8 Q/DQ (ORT layout), bf16 float layers")
+        add("toolkit_openvino_int8_trt_layout_bf16", "int8", "toolkit",
+            lambda f: openvino_backend(arts["int8_trt"], t, f, "bf16"),
+            "toolkit OpenVINO backend, INT8 Q/DQ (TRT layout), bf16 float layers")
     return runners
+
+
+def native_openvino_hints() -> list[str]:
+    """The OpenVINO precision hints this CPU runs natively (f32, plus bf16 / f16 where it has them)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return ["f32"]
+    from runtime.backends.openvino_backend import native_hints
+
+    return native_hints(list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
 
 
 def ort_option_runners(arts: dict[str, Path], threads: int) -> list[Runner]:
