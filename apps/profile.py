@@ -1,7 +1,9 @@
 """Where the time of an ONNX artifact goes in ONNX Runtime on this CPU: kernel time per operator
-type and the slowest nodes, from ONNX Runtime's own profiler.
+type and the slowest nodes, from ONNX Runtime's own profiler (or, ``--backend openvino``, OpenVINO's
+per-layer counters: which layers it fused into integer kernels).
 
     python -m runtime.profile artifacts/model_int8_ort.onnx [more.onnx] --runs 40 --threads 2 [--top 12]
+    python -m runtime.profile --backend openvino [--ov-precision bf16] model_int8_trt.onnx nncf.xml --runs 5
 
 Each artifact runs ``--runs`` times on one seeded random batch of its static input shape (after
 ``--warmup`` untimed runs) in a session like the runtime's (all graph optimisations, the given
@@ -65,6 +67,41 @@ def profile_artifact(path: str, runs: int = 20, warmup: int = 3, threads: int | 
 FLOAT_INPUTS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
+def profile_openvino(path: str, runs: int = 20, warmup: int = 3, threads: int | None = None,
+                     precision: str = "f32") -> dict[str, Any]:
+    """The same figures from OpenVINO's per-layer counters (``PERF_COUNT``): time per executed layer
+    type and kernel (e.g. ``Convolution brgconv_avx512_I8`` vs ``MatMul brgemm_avx512_f32``), i.e. which
+    layers OpenVINO fused into integer kernels. ``path``: any model OpenVINO reads (.onnx, or an .xml
+    IR such as an NNCF-quantized model); ``precision``: the float layers' hint (f32 | bf16 | f16)."""
+    from runtime.errors import require
+
+    ov = require("openvino", "OpenVINO is not installed", fix="pip install -e .[openvino]")
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": True, "NUM_STREAMS": 1,
+              "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    compiled = core.compile_model(core.read_model(path), "CPU", config)
+    request = compiled.create_infer_request()
+    shape = [d if d > 0 else 1 for d in compiled.inputs[0].get_partial_shape().get_min_shape()]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(warmup):
+        request.infer({0: x})
+    ops: Counter = Counter()
+    nodes: Counter = Counter()
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        request.infer({0: x})
+        for info in request.profiling_info:
+            ms = info.real_time.total_seconds() * 1e3
+            ops[f"{info.node_type} {info.exec_type}"] += ms
+            nodes[(f"{info.node_type} {info.exec_type}", info.node_name)] += ms
+    wall = (time.perf_counter() - t0) * 1e3 / runs
+    return {"ops": {op: ms / runs for op, ms in ops.most_common()},
+            "nodes": [[op, name, ms / runs] for (op, name), ms in nodes.most_common()],
+            "kernel_ms": sum(ops.values()) / runs, "wall_ms": wall, "runs": runs}
+
+
 def _float_input(sess: Any, path: str) -> Any:
     """The session's one input, which must take floats: the profile feeds a seeded random float batch."""
     inputs = sess.get_inputs()
@@ -105,7 +142,11 @@ def report_lines(path: str, prof: dict[str, Any], top: int) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m runtime.profile", description=__doc__.split("\n\n")[0])
-    ap.add_argument("artifacts", nargs="+", help=".onnx files")
+    ap.add_argument("artifacts", nargs="+", help=".onnx files (--backend openvino: also OpenVINO .xml models)")
+    ap.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openvino"),
+                    help="whose profiler: ONNX Runtime's kernels (default) or OpenVINO's per-layer counters")
+    ap.add_argument("--ov-precision", choices=("f32", "bf16", "f16"), default="f32",
+                    help="--backend openvino: precision of the float layers (default f32)")
     ap.add_argument("--runs", type=positive_int, default=20, help="profiled runs per artifact (default 20)")
     ap.add_argument("--warmup", type=non_negative_int, default=3, help="untimed runs first (default 3)")
     ap.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: its own)")
@@ -121,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [p for p in args.artifacts if not Path(p).is_file()]
     if missing:
         raise ToolkitError(f"ONNX file not found: {missing[0]}", fix="check the path or export it first")
+    if args.backend == "openvino" and args.no_flush_denormals:
+        raise ToolkitError("--no-flush-denormals applies to --backend onnxruntime only")
     if args.out:                                  # before any profiling: a bad --out must not waste the run
         if Path(args.out).is_dir():
             raise ToolkitError(f"--out {args.out} is a folder", fix="name a JSON file, e.g. --out profile.json")
@@ -129,7 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {describe(info)}")
     results = {}
     for path in args.artifacts:
-        results[path] = profile_artifact(path, args.runs, args.warmup, args.threads, not args.no_flush_denormals)
+        if args.backend == "openvino":
+            results[path] = profile_openvino(path, args.runs, args.warmup, args.threads, args.ov_precision)
+        else:
+            results[path] = profile_artifact(path, args.runs, args.warmup, args.threads, not args.no_flush_denormals)
         print("\n".join(report_lines(path, results[path], args.top)))
     if args.out:
         with atomic_open(Path(args.out), "w") as f:

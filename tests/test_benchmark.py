@@ -1,6 +1,8 @@
 """runtime.benchmark: the command's error rows and its table."""
 from __future__ import annotations
 
+import pytest
+
 from apps.benchmark import main
 from apps.cli import run_cli
 
@@ -58,3 +60,20 @@ def test_profile_refuses_a_non_float_input_and_a_folder_out_first(tiny, tmp_path
     assert run_cli(prof.main, [str(tiny["onnx"]), "--runs", "1", "--warmup", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {tmp_path} is a folder") and err.count("\n") == 1 and not calls
+
+
+def test_profile_openvino_sums_its_layer_counters(tiny, capsys):
+    """--backend openvino: OpenVINO's per-layer counters per layer type and kernel, summing to the
+    kernel total; the convolutions of the tiny FP32 model are there, and the flags check."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install -e .[openvino])")
+    from apps.cli import run_cli
+    from apps.profile import main as profile, profile_openvino
+
+    prof = profile_openvino(str(tiny["onnx"]), runs=2, warmup=1, threads=1)
+    assert prof["runs"] == 2 and prof["kernel_ms"] > 0
+    assert abs(sum(prof["ops"].values()) - prof["kernel_ms"]) < 1e-6 * max(1.0, prof["kernel_ms"])
+    assert any(op.startswith("Convolution ") for op in prof["ops"])
+    assert run_cli(profile, [str(tiny["onnx"]), "--backend", "openvino", "--runs", "1", "--warmup", "0"]) == 0
+    assert "by operator type" in capsys.readouterr().out
+    assert run_cli(profile, [str(tiny["onnx"]), "--backend", "openvino", "--no-flush-denormals"]) == 2
+
