@@ -125,18 +125,23 @@ def write_self_labelled(root, split: str, frames, reference) -> None:
                   train_to_label_ids(Tiler().labels(reference, img)))
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A seeded tiny model, its checkpoint, and logits / labels ONNX exports of it."""
+def seeded_tiny(folder: Path, seed: int = 0) -> tuple:
+    """(model, checkpoint path): the tiny variant with seeded random weights, saved in ``folder``."""
     import torch
 
     from models import create_model
     from models.checkpoints import save_checkpoint
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = create_model(VARIANT)
+    return model, save_checkpoint(folder / "tiny.pth", model)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A seeded tiny model, its checkpoint, and logits / labels ONNX exports of it."""
     d = tmp_path_factory.mktemp("tiny")
-    ckpt = save_checkpoint(d / "tiny.pth", model)
+    model, ckpt = seeded_tiny(d)
     meta = variant_meta(model)
     return {"model": model, "ckpt": ckpt, "dir": d, "meta": meta,
             "onnx": export_onnx(ckpt, d), "labels_onnx": export_onnx(ckpt, d / "labels", output="labels")}

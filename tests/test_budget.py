@@ -15,22 +15,16 @@ import pytest
 
 from runtime.errors import ToolkitError
 
-from tests.conftest import VARIANT, write_self_labelled
+from tests.conftest import seeded_tiny, VARIANT, write_self_labelled
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import torch
-
-    from models import create_model
-    from models.checkpoints import save_checkpoint
     from runtime.backends import open_backend
     from samples.dataset import render_scene
 
-    torch.manual_seed(3)
-    model = create_model(VARIANT)
     d = tmp_path_factory.mktemp("budget")
-    ckpt = save_checkpoint(d / "tiny.pth", model)
+    model, ckpt = seeded_tiny(d, 3)
     with open_backend(VARIANT, model=model) as ref:
         for split, n in (("train", 6), ("val", 3)):
             frames = [render_scene(np.random.default_rng([7, len(split), i]), 96, 200)[0] for i in range(n)]

@@ -19,7 +19,7 @@ from runtime.triton.client import TritonHTTP
 from runtime.triton.env import find_env, home
 from runtime.triton.repo import RepoOptions, write_repository
 from runtime.triton.server import TritonServer, free_port, group_alive
-from tests.conftest import VARIANT, export_onnx, synthetic_frame, write_self_labelled
+from tests.conftest import seeded_tiny, VARIANT, export_onnx, synthetic_frame, write_self_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
 TILE = "tiny_cityscapes_64x128"
@@ -33,16 +33,10 @@ def served(tmp_path_factory):
     env = find_env()
     if env is None:
         pytest.skip(f"Triton environment not set up under {home()} (python -m runtime.serve --setup)")
-    import torch
-
-    from models import create_model
-    from models.checkpoints import save_checkpoint
     from runtime.backends import open_backend
 
-    torch.manual_seed(3)
-    model = create_model(VARIANT)
     d = tmp_path_factory.mktemp("triton")
-    ckpt = save_checkpoint(d / "tiny.pth", model)
+    model, ckpt = seeded_tiny(d, 3)
     onnx_path = export_onnx(ckpt, d)
     with open_backend(VARIANT, model=model) as ref:
         write_self_labelled(d / "data", "val", [synthetic_frame(96, 200, seed=10 + i) for i in range(2)], ref)
