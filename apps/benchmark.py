@@ -26,7 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from apps.cli import OV_PRECISION_HELP, OV_PRECISIONS, non_negative_int, parse_hw, positive_int
+from apps.cli import (ALSO_OPENVINO_HELP, OV_PRECISION_HELP, OV_PRECISIONS, also_openvino_files, non_negative_int,
+                      parse_hw, positive_int)
 from runtime.errors import ToolkitError
 from runtime.preprocess import synthetic_frame
 from runtime.sysinfo import describe, machine_info
@@ -126,7 +127,7 @@ def artifact_options(args: argparse.Namespace, artifact: str) -> dict[str, Any]:
     from runtime.backends import backend_for
 
     kind = backend_for(artifact, args.backend)
-    if args.ov_precision and kind != "openvino" and not args.also_openvino:
+    if args.ov_precision and kind != "openvino" and args.also_openvino is None:
         raise ToolkitError("--ov-precision only applies to OpenVINO", fix="add --backend openvino or --also-openvino")
     if kind == "openvino":
         return {"threads": args.threads, "precision": args.ov_precision or "f32"}
@@ -149,11 +150,14 @@ def build_specs(args: argparse.Namespace) -> list[dict]:
         if args.whole:
             specs.append({**base, "artifact": args.reference, "backend": "torch", "mode": "whole",
                           "suffix": " (whole frame)", "options": {**opts, "crop": frame}})
+    ov_files = also_openvino_files(args.also_openvino, args.artifacts, args.backend)
+    ov_opts = {"threads": args.threads, "precision": args.ov_precision or "f32"}
     for a in args.artifacts:
         specs.append({**base, "artifact": a, "backend": args.backend, "options": artifact_options(args, a)})
-        if args.also_openvino and a.lower().endswith(".onnx"):
-            opts = {"threads": args.threads, "precision": args.ov_precision or "f32"}
-            specs.append({**base, "artifact": a, "backend": "openvino", "options": opts})
+        if a in ov_files:
+            specs.append({**base, "artifact": a, "backend": "openvino", "options": ov_opts})
+    specs += [{**base, "artifact": f, "backend": "openvino", "options": ov_opts}
+              for f in ov_files if f not in args.artifacts]
     if not specs:
         raise ToolkitError("nothing to benchmark", fix="pass --artifacts FILE ... and/or --reference VARIANT")
     from runtime.backends import open_backend
@@ -197,8 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed frames per backend")
     p.add_argument("--iters", type=positive_int, default=3, help="timed frames per backend")
     p.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino | tensorrt | triton for --artifacts")
-    p.add_argument("--also-openvino", action="store_true",
-                   help="run every .onnx artifact in OpenVINO too (side by side with --backend)")
+    p.add_argument("--also-openvino", nargs="*", metavar="FILE", help=ALSO_OPENVINO_HELP)
     p.add_argument("--ov-precision", choices=OV_PRECISIONS, help=OV_PRECISION_HELP)
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
     p.add_argument("--threads", type=positive_int, help="threads for ONNX Runtime, OpenVINO and PyTorch")

@@ -30,6 +30,29 @@ OV_PRECISION_HELP = ("OpenVINO: precision of the float layers: f32 (default, the
                      "slower, with a note), auto (OpenVINO's choice for this CPU)")
 
 
+ALSO_OPENVINO_HELP = ("also run these .onnx artifacts with the OpenVINO backend, as rows of their own next to "
+                     "--backend's (no FILE: every .onnx of --artifacts); --ov-precision sets their float precision")
+
+
+def also_openvino_files(also: list[str] | None, artifacts: Sequence[str], backend: str = "auto") -> list[str]:
+    """The files ``--also-openvino [FILE ...]`` names (none given: every .onnx of ``artifacts``);
+    ``[]`` when the flag is absent."""
+    if also is None:
+        return []
+    if backend.lower() in ("openvino", "ov"):
+        raise ToolkitError("--also-openvino adds OpenVINO rows next to another backend's, but --backend is openvino",
+                           fix="drop --also-openvino (every artifact already runs in OpenVINO)")
+    files = list(also) or [a for a in artifacts if str(a).lower().endswith(".onnx")]
+    bad = [f for f in files if not str(f).lower().endswith(".onnx")]
+    if bad:
+        raise ToolkitError("--also-openvino runs .onnx files only", found=", ".join(map(str, bad)),
+                           fix="name .onnx artifacts after --also-openvino")
+    if not files:
+        raise ToolkitError("--also-openvino found no .onnx file among --artifacts",
+                           fix="name the files: --also-openvino MODEL.onnx")
+    return files
+
+
 def positive_int(text: str) -> int:
     """argparse ``type=`` for counts that must be >= 1 (threads, frames, images)."""
     try:

@@ -2,13 +2,19 @@
 
     python -m runtime.evaluate --data data/synth_cityscapes --reference r18os8_cityscapes \\
         --checkpoint runs/r18.pth --artifacts artifacts/*.onnx [--limit N] [--out DIR] \\
-        [--max-drop 0.5 | fp32=0.01,fp16=0.1,int8=0.5] [--save-preds] [--mode tiled]
+        [--max-drop 0.5 | fp32=0.01,fp16=0.1,int8=0.5] [--save-preds] [--mode tiled] \\
+        [--also-openvino [FILE ...] --ov-precision bf16]
 
 Per backend (one at a time): mIoU against the ground truth (one confusion matrix over the split,
 ignore label excluded, classes absent from both skipped), drop against the reference in mIoU points
 (x100), pixel agreement with the reference, per-class IoU, latency. Exit status 1 when a drop
 exceeds its limit (limit chosen by the artifact's precision) or a backend produces NaN/Inf, so it
 works as a CI gate; 2 on a usage error. Writes ``evaluate.json`` and ``evaluate.md`` to ``--out``.
+
+``--also-openvino [FILE ...]`` adds rows of the same .onnx files run by the OpenVINO backend (no FILE:
+every .onnx artifact) next to the ``--backend`` rows; ``--ov-precision`` sets their float precision.
+An FP32 file run with ``--ov-precision bf16`` is a bf16 row, held to the bf16 limit (by default the
+FP16 limit, 0.1 points); an INT8 file keeps the INT8 limit whatever its float layers run in.
 """
 from __future__ import annotations
 
@@ -17,8 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from apps.cli import (OV_PRECISION_HELP, OV_PRECISIONS, add_triton_arguments, max_drop_limits, parse_hw,
-                      positive_int, triton_model_arg)
+from apps.cli import (ALSO_OPENVINO_HELP, OV_PRECISION_HELP, OV_PRECISIONS, add_triton_arguments,
+                      also_openvino_files, max_drop_limits, parse_hw, positive_int, triton_model_arg)
 from runtime.errors import ToolkitError
 from runtime.evaluation import DEFAULT_MAX_DROP, evaluate, print_table, write_reports
 
@@ -48,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="force a backend for the artifacts (e.g. openvino for .onnx files)")
     p.add_argument("--providers", help="ONNX Runtime providers: cpu (default), cuda, tensorrt")
     p.add_argument("--threads", type=positive_int, help="ONNX Runtime / OpenVINO inference threads")
-    p.add_argument("--ov-precision", choices=OV_PRECISIONS, help=OV_PRECISION_HELP)
+    p.add_argument("--also-openvino", nargs="*", metavar="FILE", help=ALSO_OPENVINO_HELP)
+    p.add_argument("--ov-precision", choices=OV_PRECISIONS,
+                   help=OV_PRECISION_HELP + "; applies to the OpenVINO rows (--backend openvino or --also-openvino)")
     p.add_argument("--device", default="cpu", help="reference device: cpu or cuda")
     add_triton_arguments(p)
     p.add_argument("--out", default="runs/evaluate", help="report directory")
@@ -60,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 def artifact_options(args: argparse.Namespace) -> dict[str, Any]:
     """--providers / --threads / --ov-precision as backend options for the artifacts."""
     openvino = args.backend.lower() in ("openvino", "ov")
-    if args.ov_precision and not openvino:
-        raise ToolkitError("--ov-precision only applies to --backend openvino", found=f"--backend {args.backend}")
+    if args.ov_precision and not openvino and getattr(args, "also_openvino", None) is None:
+        raise ToolkitError("--ov-precision only applies to --backend openvino or --also-openvino rows",
+                           found=f"--backend {args.backend}")
     if openvino:
         if args.providers:
             raise ToolkitError("--providers only applies to ONNX Runtime", found="--backend openvino")
@@ -72,6 +81,12 @@ def artifact_options(args: argparse.Namespace) -> dict[str, Any]:
                                fix="pass only .onnx artifacts with these flags, or drop them")
         return {"providers": args.providers, "threads": args.threads}
     return {}
+
+
+def openvino_rows(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]]]:
+    """The ``--also-openvino`` rows: (artifact, "openvino", options)."""
+    files = also_openvino_files(args.also_openvino, args.artifacts, args.backend)
+    return [(f, "openvino", {"threads": args.threads, "precision": args.ov_precision or "f32"}) for f in files]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       crop=parse_hw(args.crop) if args.crop else None,
                       stride=parse_hw(args.stride, "--stride") if args.stride else None, mode=args.mode,
                       split=args.split, limit=args.limit, max_drop=limits, backend=args.backend,
-                      backend_options=artifact_options(args),
+                      backend_options=artifact_options(args), extra_rows=openvino_rows(args),
                       save_dir=str(Path(out) / "preds") if args.save_preds else None, device=args.device,
                       label_ids=args.label_ids)
     paths = write_reports(report, out)

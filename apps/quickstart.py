@@ -13,7 +13,9 @@
    calibrated on 100 seeded train images (``--calib-images``, percentile 99.99 ranges), verifying each with
    ONNX Runtime,
 4. runs the accuracy gate: every artifact against the PyTorch FP32 reference on the val split, and
-   prints the mIoU / drop table (exit code non-zero when a drop exceeds its limit).
+   prints the mIoU / drop table (exit code non-zero when a drop exceeds its limit). Where the CPU
+   computes bf16 natively (AVX512-BF16 / AMX) and OpenVINO is installed, the gate has one more row:
+   the FP32 artifact run by the OpenVINO backend with bf16 float layers (held to the bf16 limit).
 
 Each step is the same command a user would type; this script only chains them.
 """
@@ -102,6 +104,22 @@ def check_reusable(ckpt: Path) -> None:
                            fix="python -m samples.quickstart --retrain (or delete the run directory)") from None
 
 
+def bf16_row(fp32_artifact: Path) -> list[str]:
+    """The gate's flags for the OpenVINO bf16 row of the FP32 artifact, where this CPU runs bf16 natively
+    (else none, and one line saying why)."""
+    from runtime.backends.openvino_backend import cpu_native_hints
+
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        print("note: no OpenVINO bf16 row in the gate: OpenVINO is not installed (pip install -e .[openvino])")
+        return []
+    if "bf16" not in cpu_native_hints():
+        print("note: no OpenVINO bf16 row in the gate: bf16 is not native on this CPU (needs AVX512-BF16 or AMX)")
+        return []
+    return ["--also-openvino", str(fp32_artifact), "--ov-precision", "bf16"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m samples.quickstart", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="data/synth_cityscapes", help="synthetic dataset root")
@@ -151,6 +169,7 @@ def run_steps(args: argparse.Namespace) -> int:
                 "--checkpoint", str(ckpt), "--crop", CROP, "--artifacts", *artifacts, "--out", args.report]
     if args.limit:
         evaluate += ["--limit", str(args.limit)]
+    evaluate += bf16_row(Path(args.artifacts) / f"{MODEL}_{CROP}.onnx")
     times["evaluate"] = step("accuracy gate vs the PyTorch reference", "python -m runtime.evaluate", evaluate,
                              evaluate_main)
     total = time.perf_counter() - t_start

@@ -124,7 +124,8 @@ def _artifact_meta(artifact: str, kind: str) -> Any:
     return read_sidecar(artifact)[0]
 
 
-def reference_crop(artifacts: Sequence[str], backend: str, crop: Sequence[int] | None) -> tuple[int, int] | None:
+def reference_crop(artifacts: Sequence[str], backend: str, crop: Sequence[int] | None,
+                   extra_rows: Sequence[tuple[str, str, dict]] = ()) -> tuple[int, int] | None:
     """The crop the PyTorch reference runs at: the artifacts' own.
 
     An artifact's crop is fixed when it is built, and it decides the tiling and what the non-local
@@ -135,8 +136,8 @@ def reference_crop(artifacts: Sequence[str], backend: str, crop: Sequence[int] |
     from runtime.backends import backend_for
 
     crops: dict[tuple[int, int], list[str]] = {}
-    for a in artifacts:
-        kind = backend_for(a, backend)
+    for a, wanted in [(a, backend) for a in artifacts] + [(a, b) for a, b, _ in extra_rows]:
+        kind = backend_for(a, wanted)
         if kind == "torch":
             continue
         meta = _artifact_meta(a, kind)
@@ -171,15 +172,18 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
              crop: Sequence[int] | None = None, stride: Sequence[int] | None = None, mode: str = "tiled",
              split: str = "val", limit: int | None = None, max_drop: dict[str, float] | None = None,
              backend: str = "auto", backend_options: dict | None = None, save_dir: str | None = None,
-             device: str = "cpu", label_ids: str = "labelIds") -> dict[str, Any]:
-    """Run the reference and each artifact over ``data``; returns the report dict."""
+             device: str = "cpu", label_ids: str = "labelIds",
+             extra_rows: Sequence[tuple[str, str, dict]] = ()) -> dict[str, Any]:
+    """Run the reference and each artifact over ``data``; returns the report dict. ``extra_rows`` are
+    more (artifact, backend, options) rows after ``artifacts`` (e.g. the same file in OpenVINO bf16)."""
     from runtime.backends import open_backend
     from runtime.data import open_dataset
     from runtime.tiling import Tiler
 
     limits = max_drop or dict(DEFAULT_MAX_DROP)
     candidates = [open_backend(a, backend=backend, **(backend_options or {})) for a in artifacts]
-    crop = reference_crop(artifacts, backend, crop)
+    candidates += [open_backend(a, backend=b, **opts) for a, b, opts in extra_rows]
+    crop = reference_crop(artifacts, backend, crop, extra_rows)
     dataset = open_dataset(data, split=split, limit=limit, label_ids=label_ids)
     if len(dataset) == 0:
         raise ToolkitError(f"no images found in {data} (split {split})", fix="check --data and --split")

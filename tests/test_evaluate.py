@@ -182,3 +182,36 @@ def test_int8_fp16_artifact_scores_like_the_int8_file_it_comes_from(setup, tmp_p
           f"int8_fp16 drop {mixed_row['drop']:.3f} agreement {mixed_row['agreement']:.4f}")
     assert abs(mixed_row["agreement"] - int8_row["agreement"]) < 0.005
     assert abs(mixed_row["drop"] - int8_row["drop"]) < 1.0
+
+
+def test_openvino_bf16_row_next_to_the_onnx_runtime_rows(setup, tmp_path, capsys):
+    """--also-openvino FILE --ov-precision bf16: one more row, the FP32 file with bf16 float layers in
+    OpenVINO, scored against the same reference and held to the bf16 limit (the FP16 one by default)."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install -e .[openvino])")
+    from apps.cli import run_cli
+
+    onnx = str(setup["onnx"])
+    code, report = run(setup, [onnx], tmp_path / "bf16", "--also-openvino", onnx, "--ov-precision", "bf16",
+                       "--threads", "1")
+    ort_row, ov_row = report["rows"][1:]
+    assert ort_row["backend"] == "onnxruntime" and ort_row["precision"] == "fp32"
+    assert ov_row["backend"] == "openvino" and ov_row["label"] == "openvino-bf16:" + setup["onnx"].stem
+    from runtime.sysinfo import native_bf16
+
+    if native_bf16():       # elsewhere OpenVINO may run the hint emulated or in f32: the row says which
+        assert ov_row["precision"] == "bf16" and ov_row["executed_precision"] == "bf16"
+    assert ov_row["precision"] == {"bf16": "bf16", "f32": "fp32"}[ov_row["executed_precision"]]
+    assert ov_row["max_drop"] == DEFAULT_MAX_DROP[ov_row["precision"]]
+    assert DEFAULT_MAX_DROP["bf16"] == DEFAULT_MAX_DROP["fp16"]
+    assert ov_row["agreement"] > 0.9 and ov_row["passed"] is not None
+    _, report = run(setup, [onnx], tmp_path / "all", "--also-openvino", "--max-drop", "100")   # no FILE: every .onnx
+    assert [r["label"] for r in report["rows"][1:]] == ["onnxruntime:" + setup["onnx"].stem,
+                                                         "openvino:" + setup["onnx"].stem]
+    base = ["--data", setup["data"], "--reference", VARIANT, "--checkpoint", setup["ckpt"], "--out", str(tmp_path)]
+    for extra, message in ((["--artifacts", onnx, "--ov-precision", "bf16"], "--ov-precision only applies"),
+                           (["--artifacts", onnx, "--backend", "openvino", "--also-openvino"],
+                            "but --backend is openvino"),
+                           (["--also-openvino", "model.engine"], "--also-openvino runs .onnx files only"),
+                           (["--also-openvino"], "found no .onnx file")):
+        assert run_cli(main, base + extra) == 2
+        assert message in capsys.readouterr().err

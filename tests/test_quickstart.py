@@ -62,3 +62,15 @@ def test_interrupted_training_is_resumed_not_exported(tmp_path, monkeypatch, cap
     assert train.run_state(tmp_path / "run") == ("finished", 3, 3) and len(exported) == 2
     assert quickstart.main(argv) == 0
     assert "reusing the finished run" in capsys.readouterr().out
+
+
+def test_gate_gets_the_openvino_bf16_row_only_where_bf16_is_native(monkeypatch, capsys):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install -e .[openvino])")
+    import runtime.backends.openvino_backend as ov
+    from apps.quickstart import bf16_row
+
+    fp32 = "artifacts/quickstart/m_256x256.onnx"
+    monkeypatch.setattr(ov, "cpu_native_hints", lambda: ["f32", "bf16"])
+    assert bf16_row(fp32) == ["--also-openvino", fp32, "--ov-precision", "bf16"]
+    monkeypatch.setattr(ov, "cpu_native_hints", lambda: ["f32"])
+    assert bf16_row(fp32) == [] and "bf16 is not native on this CPU" in capsys.readouterr().out

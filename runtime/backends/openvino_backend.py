@@ -39,6 +39,19 @@ def native_hints(capabilities: list[str] | tuple[str, ...]) -> list[str]:
     return ["f32"] + [hint for hint, cap in CAPABILITY.items() if cap in capabilities]
 
 
+def cpu_native_hints(device: str = "CPU") -> list[str]:
+    """The hints this machine's CPU runs natively: OpenVINO's capability list, bf16 only where the CPU
+    also reports AVX512-BF16 / AMX-BF16 (``runtime.sysinfo.native_bf16``); ``["f32"]`` without OpenVINO."""
+    from runtime.sysinfo import native_bf16
+
+    try:
+        import openvino as ov
+    except ImportError:
+        return ["f32"]
+    hints = native_hints(list(ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")))
+    return [h for h in hints if h != "bf16" or native_bf16()]
+
+
 def hint_note(hint: str, capabilities: list[str] | tuple[str, ...]) -> str | None:
     """One line for an explicit hint this CPU would only emulate (slow); None when it is native."""
     if hint in ("f32", "auto") or hint in native_hints(capabilities):
@@ -110,6 +123,12 @@ class OpenVinoBackend(Backend):
     def _release(self) -> None:
         self._request = None
         self._compiled = None
+
+    @property
+    def label(self) -> str:
+        """``openvino:STEM``, or ``openvino-bf16:STEM`` (the hint) where the float layers are not f32."""
+        base = super().label
+        return base if self.hint == "f32" else base.replace("openvino:", f"openvino-{self.hint}:", 1)
 
     @property
     def precision(self) -> str:
