@@ -10,11 +10,15 @@ export, FP16 conversion, calibration, quantisation, each including its ONNX Runt
 then every path runs the same crop (or, with --frame, the tiler's crops of one frame) in
 interleaved rounds, so a noisy machine hits all equally; the quietest round and each path's median
 are reported. Paths (bench/peers.py): the toolkit's (ONNX Runtime FP32 / FP16 / INT8 in both Q/DQ
-layouts, the toolkit's OpenVINO backend on its FP32 and INT8 files) and the peers (PyTorch eager,
-torch.compile, OpenVINO FP32 and its default CPU precision, bf16 forced in OpenVINO and PyTorch,
-NNCF INT8). Setup times (compile, quantise) are measured apart. Achieved GFLOP/s per path against
-the machine's FP32 / INT8 peaks measured in every round (bench/roofline.py); ratios vs PyTorch
-eager FP32 and vs the fastest peer of each precision (bench/report.py). With
+layouts, the toolkit's OpenVINO backend on its FP32 and INT8 files, at f32 and, where the CPU has
+native bf16, with bf16 float layers; elsewhere those rows read "not native here", untimed) and the
+peers (PyTorch eager, torch.compile, OpenVINO FP32 and its default CPU precision, bf16 forced in
+OpenVINO and PyTorch, NNCF INT8 at OpenVINO's default float precision and at f32). Setup times
+(compile, quantise) are measured apart. Achieved G(FL)OP/s per path against the machine's FP32 /
+BF16 / INT8 peaks: the best of several GEMM kernels and sizes, re-timed every round, checked against
+the ISA's theoretical figure, never shown above 100 % (bench/roofline.py); ratios vs PyTorch eager
+FP32, vs the fastest peer of each precision and, for INT8 rows, vs NNCF at the same float precision
+(bench/report.py). With
 --agreement-checkpoint the FP16 / INT8 artifacts of a trained model are compared with its FP32
 artifact on the dataset's val frames through the runtime tiler (pixel agreement and mIoU). Prints a
 table and writes JSON (``--out``/benchmark.json). The machine line (CPU, ISA, caps, threads,
@@ -52,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--frame", help="time the runtime tiler's tiles of one synthetic HxW frame (e.g. 1024x2048: "
                                     "9 crops of 512x1024) instead of one crop")
     ap.add_argument("--skip", nargs="*", default=[],
-                    help="paths to leave out, by name or group: compile, bf16, int8, peer, toolkit, nncf_int8, ...")
+                    help="paths to leave out, by name or group: compile, fp16, bf16 (with the INT8 rows' bf16 float "
+                         "layers), int8, peer, toolkit, nncf_int8, ...")
     ap.add_argument("--ort-options", action="store_true",
                     help="also time ONNX Runtime session options (denormals, optimisation level, 1 thread)")
     ap.add_argument("--report", metavar="JSON", help="print the table of an earlier run's benchmark.json and exit")

@@ -167,26 +167,36 @@ def build_runners(arts: dict[str, Path], model: Any, calib: Any, threads: int, e
     add("nncf_int8_f32", "int8", "peer", lambda f: nncf_int8(arts["fp32"], calib, t, f, "f32"),
         "OpenVINO + NNCF PTQ, float layers f32 (the toolkit's f32 rows' precision)")
     if "bf16" not in skip and "bf16" in native_openvino_hints():   # bf16 only where the CPU has it natively
-        add("toolkit_openvino_bf16", "bf16", "toolkit", lambda f: openvino_backend(arts["fp32"], t, f, "bf16"),
-            "toolkit OpenVINO backend, FP32 artifact, bf16 float layers")
-        add("toolkit_openvino_int8_ort_layout_bf16", "int8", "toolkit",
-            lambda f: openvino_backend(arts["int8_ort"], t, f, "bf16"),
-            "toolkit OpenVINO backend, INT8 Q/DQ (ORT layout), bf16 float layers")
-        add("toolkit_openvino_int8_trt_layout_bf16", "int8", "toolkit",
-            lambda f: openvino_backend(arts["int8_trt"], t, f, "bf16"),
-            "toolkit OpenVINO backend, INT8 Q/DQ (TRT layout), bf16 float layers")
+        for name, (art, precision, what) in TOOLKIT_BF16.items():
+            add(name, precision, "toolkit", lambda f, art=art: openvino_backend(arts[art], t, f, "bf16"), what)
     return runners
+
+
+# The toolkit's OpenVINO rows with bf16 float layers: name -> (artifact role, precision, what).
+TOOLKIT_BF16 = {
+    "toolkit_openvino_bf16": ("fp32", "bf16", "toolkit OpenVINO backend, FP32 artifact, bf16 float layers"),
+    "toolkit_openvino_int8_ort_layout_bf16": ("int8_ort", "int8",
+                                              "toolkit OpenVINO backend, INT8 Q/DQ (ORT layout), bf16 float layers"),
+    "toolkit_openvino_int8_trt_layout_bf16": ("int8_trt", "int8",
+                                              "toolkit OpenVINO backend, INT8 Q/DQ (TRT layout), bf16 float layers"),
+}
+
+
+def not_timed(skip: set[str], hints: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """The toolkit bf16 rows this CPU does not run natively: listed in the table, never timed
+    (an emulated bf16 row would only measure the emulation)."""
+    hints = native_openvino_hints() if hints is None else hints
+    if "bf16" in skip or "toolkit" in skip or "bf16" in hints:
+        return {}
+    return {name: {"precision": prec, "owner": "toolkit", "what": what, "reason": "not native here"}
+            for name, (_, prec, what) in TOOLKIT_BF16.items() if name not in skip and prec not in skip}
 
 
 def native_openvino_hints() -> list[str]:
     """The OpenVINO precision hints this CPU runs natively (f32, plus bf16 / f16 where it has them)."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return ["f32"]
-    from runtime.backends.openvino_backend import native_hints
+    from runtime.backends.openvino_backend import cpu_native_hints
 
-    return native_hints(list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+    return cpu_native_hints()
 
 
 def ort_option_runners(arts: dict[str, Path], threads: int) -> list[Runner]:

@@ -121,8 +121,8 @@ def latency_inputs(args: StudyOptions, crop: tuple[int, int], mean: Any, std: An
 
 
 def run_latency(args: StudyOptions, arts: dict[str, Path], model: Any, calib: Any, log: Callable) -> dict:
-    from bench.peers import build_runners, ort_option_runners
-    from bench.roofline import count_flops, fp32_peak, int8_peak
+    from bench.peers import build_runners, not_timed, ort_option_runners
+    from bench.roofline import best_peaks, count_flops, machine_theoretical, remeasure
     from runtime.values import parse_hw
 
     crop = parse_hw(args.crop) if args.crop else tuple(model.variant.crop)
@@ -132,17 +132,29 @@ def run_latency(args: StudyOptions, arts: dict[str, Path], model: Any, calib: An
     log(f"model: {flops / 1e9:.1f} GFLOP per timed unit ({len(inputs)} crop(s) of {crop[0]}x{crop[1]})")
     t = args.threads
     runners = build_runners(arts, model, calib, t, inputs[0], set(args.skip))
-    peaks = (lambda: {"fp32_gflops": fp32_peak(t, 1.0), "int8_gops": int8_peak(t, 1.0)})
+    survey_rows, best = peak_survey(t, log)
     log("latency, interleaved rounds:")
-    main = latency_rounds(runners, inputs, args.runs, log, peaks)
+    main = latency_rounds(runners, inputs, args.runs, log, lambda: remeasure(best, t))
+    main["peaks"] = best_peaks(main["peaks_all_rounds"], survey_rows)
     out = {"main": main, "crop": list(crop), "frame": args.frame, "crops_per_unit": len(inputs),
-           "flops_per_unit": flops, "threads": t,
-           "peaks_how": {"fp32": "torch.mm float32 2048x2048, best call of the round",
-                         "int8": "ONNX Runtime MatMulInteger uint8 x int8 2048x2048, best call of the round"}}
+           "flops_per_unit": flops, "threads": t, "not_timed": not_timed(set(args.skip)),
+           "peak_survey": survey_rows, "peak_kernels": {p: f"{b['kernel']} {b['n']}^2" for p, b in best.items()},
+           "theoretical": machine_theoretical(t)}
     if args.ort_options:
         log("ONNX Runtime options (separate rounds):")
         out["options"] = latency_rounds(ort_option_runners(arts, t), inputs, max(1, args.runs - 1), log)
     return out
+
+
+def peak_survey(threads: int, log: Callable) -> tuple[list[dict], dict[str, dict]]:
+    """Every GEMM kernel and size once (bench/roofline.py); the winner of each precision is re-timed
+    in every round."""
+    from bench.roofline import best_kernels, survey
+
+    rows = survey(threads)
+    best = best_kernels(rows)
+    log("peak survey: " + ", ".join(f"{p} {b['rate']:.0f} ({b['kernel']} {b['n']}^2)" for p, b in best.items()))
+    return rows, best
 
 
 def agreement_study(args: StudyOptions, log: Callable) -> dict:
@@ -239,9 +251,10 @@ def reprint(path: Path) -> int:
     results = json.loads(path.read_text())
     if "latency" in results:
         main_ = results["latency"]["main"]
-        measured = [m for m in main_.get("peaks_all_rounds") or [] if m]
-        if measured:
-            main_["peaks"] = {k: max(m[k] for m in measured) for k in measured[0]}
+        from bench.roofline import best_peaks
+
+        if any(main_.get("peaks_all_rounds") or []):
+            main_["peaks"] = best_peaks(main_["peaks_all_rounds"], results["latency"].get("peak_survey") or [])
         results["latency"]["summary"] = summarise(results["latency"])
     print(table(results))
     return 0

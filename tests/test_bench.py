@@ -1,5 +1,6 @@
-"""export/benchmark.py's parts: interleaved rounds and the quietest round, FLOP count, peaks, the
-peer runners (OpenVINO, NNCF) on a tiny model, and the per-precision table with its targets."""
+"""export/benchmark.py's parts: interleaved rounds and the quietest round, FLOP count, measured and
+theoretical peaks (never more than 100 % of a peak), the peer runners (OpenVINO, NNCF) on a tiny
+model, and the per-precision table with its targets (INT8 against NNCF at the same float precision)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,7 @@ def path(prec: str, owner: str, quiet: float, median: float | None = None, **fac
 
 def latency(paths: dict) -> dict:
     return {"main": {"paths": paths, "quietest_round": 2, "rounds": 3,
-                     "peaks": {"fp32_gflops": 200.0, "int8_gops": 400.0}},
+                     "peaks": {"fp32": 200.0, "int8": 400.0}},
             "crop": [512, 1024], "frame": None, "crops_per_unit": 1, "flops_per_unit": 800e9, "threads": 2}
 
 
@@ -56,18 +57,18 @@ def test_per_precision_summary_ratios_and_targets():
     assert s["int8"]["toolkit_vs_peer"] == pytest.approx(1.2) and s["int8"]["toolkit_vs_eager_fp32"] == 4.0
     rows = "\n".join(bench_report.latency_rows(lat, MACHINE))
     assert "machine: Test CPU [avx2: AVX2 FMA], 2 threads" in rows
-    assert "| int8 | ort_int8_ort_layout | toolkit | 2.50 | 2.70 | 320 | 80% | 4.00x | 1.20x |" in rows
-    assert "| fp32 | ort_fp32 | toolkit | 5.00 | 5.00 | 160 | 80% | 2.00x | 1.20x |" in rows
+    assert "| int8 | ort_int8_ort_layout | toolkit | 2.50 | 2.70 | 320 | 80% | 4.00x | 1.20x | 1.20x vs f32 |" in rows
+    assert "| fp32 | ort_fp32 | toolkit | 5.00 | 5.00 | 160 | 80% | 2.00x | 1.20x | - |" in rows
     assert "target int8_vs_fastest_peer_int8 >= 1.1: 1.20x (met) in the quietest round, 1.11x (met) by medians" in rows
     assert "target bf16_vs_fastest_peer >= 1.0: not measured in the quietest round" in rows
     paths["nncf_int8"] = path("int8", "peer", 2.4)
     assert "int8_vs_fastest_peer_int8 >= 1.1: 0.96x (MISSED) in the quietest round" in "\n".join(bench_report.latency_rows(latency(paths), MACHINE))
 
 
-def test_flop_count_and_peaks():
+def test_flop_count_and_peaks_from_every_kernel():
     import torch
 
-    from bench.roofline import count_flops, fp32_peak, int8_peak
+    from bench.roofline import KERNELS, best_kernels, count_flops, remeasure, survey
 
     class TwoConvs(torch.nn.Module):
         def __init__(self) -> None:
@@ -80,7 +81,90 @@ def test_flop_count_and_peaks():
 
     h, w = 16, 32
     assert count_flops(TwoConvs(), (h, w)) == 2 * h * w * (3 * 8 * 9 + 8 * 4)
-    assert fp32_peak(1, budget_s=0.05, n=256) > 0.1 and int8_peak(1, budget_s=0.05, n=256) > 0.1
+    rows = survey(1, budget_s=0.01, sizes=(128,), precisions=["fp32", "int8"])
+    assert [(r["precision"], r["kernel"]) for r in rows] == [(p, k) for p in ("fp32", "int8") for k, _ in KERNELS[p]]
+    measured = [r for r in rows if "rate" in r]
+    assert {r["kernel"] for r in measured} >= {"torch.mm f32", "ONNX Runtime MatMul f32",
+                                               "ONNX Runtime MatMulInteger u8*s8", "torch._int_mm s8*s8"}
+    best = best_kernels(rows)
+    assert best["fp32"]["rate"] == max(r["rate"] for r in measured if r["precision"] == "fp32")
+    assert set(remeasure(best, 1, budget_s=0.01)) == {"fp32", "int8"}
+
+
+def test_theoretical_peak_per_isa_and_clock(tmp_path):
+    from bench.roofline import cpu_clock_ghz, ops_per_cycle, theoretical_peaks
+
+    zen = ["AVX2", "FMA", "AVX-512", "AVX512-VNNI", "AVX512-BF16"]   # 2 FMA x 16 lanes; VNNI 4x, BF16 2x
+    t = theoretical_peaks(zen, 2.6, 2)
+    assert t["rates"] == pytest.approx({"fp32": 332.8, "bf16": 665.6, "int8": 1331.2})
+    assert "2 FMA units x 16 fp32 lanes x 2 x 2.60 GHz x 2 cores" in t["how"]
+    assert theoretical_peaks(["AVX2", "FMA"], 3.0, 4)["rates"] == pytest.approx({"fp32": 384.0, "int8": 768.0})
+    assert ops_per_cycle(["AVX2", "FMA", "AVX-VNNI"]) == {"fp32": 32, "int8": 128}
+    spr = zen + ["AMX", "AMX-BF16", "AMX-INT8"]
+    assert ops_per_cycle(spr) == {"fp32": 64, "int8": 2048, "bf16": 1024}
+    assert theoretical_peaks(zen, None, 2)["rates"] == {}
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\ncpu MHz\t\t: 2596.136\n\nprocessor\t: 1\n")
+    (tmp_path / "max_freq").write_text("3700000\n")
+    assert cpu_clock_ghz(str(tmp_path / "max_freq"), str(tmp_path / "cpuinfo"))[0] == 3.7
+    clock, source = cpu_clock_ghz(str(tmp_path / "none"), str(tmp_path / "cpuinfo"))
+    assert clock == pytest.approx(2.596136) and "nominal" in source
+
+
+def test_no_row_shows_more_than_100_percent_of_a_peak():
+    """The Zen 5 case: the GEMM kernels measured 181 GFLOP/s, the model ran at 320: the peak is raised."""
+    paths = {"pytorch_eager_fp32": path("fp32", "peer", 10.0), "openvino_fp32": path("fp32", "peer", 2.5),
+             "ort_fp32": path("fp32", "toolkit", 2.6), "nncf_int8": path("int8", "peer", 0.5),
+             "ort_int8_ort_layout": path("int8", "toolkit", 4.0)}
+    lat = latency(paths)
+    lat["main"]["peaks"] = {"fp32": 181.0, "int8": 1000.0}
+    lat["theoretical"] = {"rates": {"fp32": 332.8, "int8": 1331.2}, "how": "2 FMA units x ...", "clock_source": "x"}
+    lat["peak_kernels"] = {"fp32": "torch.mm f32 2048^2", "int8": "ONNX Runtime MatMulInteger u8*s8 2048^2"}
+    rows = bench_report.latency_rows(lat, MACHINE)
+    cells = [line.split(" | ")[6] for line in rows if line.startswith("| fp32") or line.startswith("| int8")]
+    assert cells and all(float(c.rstrip("%")) <= 100 for c in cells)
+    text = "\n".join(rows)
+    assert "| fp32 | openvino_fp32 | peer | 2.50 | 2.50 | 320 | 100% |" in text
+    assert "| int8 | nncf_int8 | peer | 0.500 | 0.500 | 1600 | 100% |" in text
+    assert ("peak FP32: 181 GFLOP/s measured (torch.mm f32 2048^2) = 54 % of the ISA figure 333; raised to 320 by "
+            "openvino_fp32") in text
+    assert "peak INT8: 1000 GOP/s measured (ONNX Runtime MatMulInteger u8*s8 2048^2) = 75 % of the ISA figure 1331; " \
+           "raised to 1600 by nncf_int8" in text
+    summary = bench_report.summarise(lat)
+    assert summary["targets"]["toolkit_int8_of_int8_peak >= 0.9"][0] == pytest.approx(200 / 1600)
+    old = latency(paths)
+    old["main"]["peaks"] = {"fp32_gflops": 181.0, "int8_gops": 1000.0}     # a benchmark.json of before
+    old_rows = "\n".join(bench_report.latency_rows(old, MACHINE))
+    assert "| fp32 | openvino_fp32 | peer | 2.50 | 2.50 | 320 | 100% |" in old_rows
+
+
+def test_int8_rows_against_nncf_at_the_same_float_precision_and_untimed_bf16_rows():
+    from bench.peers import not_timed
+
+    paths = {"pytorch_eager_fp32": path("fp32", "peer", 10.0),
+             "nncf_int8": path("int8", "peer", 2.0, executed_precision="bf16"),
+             "nncf_int8_f32": path("int8", "peer", 3.0, executed_precision="f32"),
+             "toolkit_openvino_int8_trt_layout": path("int8", "toolkit", 3.3, executed_precision="f32"),
+             "toolkit_openvino_int8_trt_layout_bf16": path("int8", "toolkit", 1.6, executed_precision="bf16"),
+             "ort_int8_ort_layout": path("int8", "toolkit", 2.4)}
+    lat = latency(paths)
+    text = "\n".join(bench_report.latency_rows(lat, MACHINE))
+    for row in ("| toolkit_openvino_int8_trt_layout_bf16 | toolkit | 1.60 | 1.60 | 500 | 100% | 6.25x | 1.25x | 1.25x vs bf16 |",
+                "| ort_int8_ort_layout | toolkit | 2.40 | 2.40 | 333 | 67% | 4.17x | 0.83x | 1.25x vs f32 |",
+                "| toolkit_openvino_int8_trt_layout | toolkit | 3.30 | 3.30 | 242 | 48% | 3.03x | 0.61x | 0.91x vs f32 |"):
+        assert row in text
+    targets = bench_report.summarise(lat)["targets"]
+    assert targets["toolkit_openvino_int8_trt_layout_vs_nncf_f32 >= 1.0"][0] == pytest.approx(3.0 / 3.3)
+    assert targets["toolkit_openvino_int8_trt_layout_bf16_vs_nncf_bf16 >= 1.0"][0] == pytest.approx(1.25)
+    assert targets["toolkit_int8_vs_nncf_as_users_run_it >= 1.0"][0] == pytest.approx(1.25)
+    assert "target toolkit_openvino_int8_trt_layout_vs_nncf_f32 >= 1.0: 0.91x (MISSED)" in text
+    assert not_timed(set(), ["f32", "bf16"]) == {} and not_timed({"bf16"}, ["f32"]) == {}
+    untimed = not_timed(set(), ["f32"])
+    assert set(untimed) == {"toolkit_openvino_bf16", "toolkit_openvino_int8_ort_layout_bf16",
+                            "toolkit_openvino_int8_trt_layout_bf16"}
+    lat["not_timed"] = untimed
+    text = "\n".join(bench_report.latency_rows(lat, MACHINE))
+    assert "| bf16 | toolkit_openvino_bf16 | toolkit | not native here | - |" in text
+    assert "| int8 | toolkit_openvino_int8_ort_layout_bf16 | toolkit | not native here | - |" in text
 
 
 def test_skip_filters_paths_by_name_and_group_without_building_any():
