@@ -9,23 +9,17 @@ import pytest
 from runtime.errors import ToolkitError
 from apps.evaluate import DEFAULT_MAX_DROP, main, parse_max_drop
 from runtime.data import train_to_label_ids
-from tests.conftest import VARIANT, export_onnx, synthetic_frame, write_self_labelled
+from tests.conftest import seeded_tiny, VARIANT, export_onnx, synthetic_frame, write_self_labelled
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Seeded tiny model + checkpoint + faithful ONNX, and a 3-image Cityscapes-layout val split
     whose ground truth is the reference's own tiled prediction (reference mIoU = 100%)."""
-    import torch
-
-    from models import create_model
-    from models.checkpoints import save_checkpoint
     from runtime.backends import open_backend
 
-    torch.manual_seed(1)
-    model = create_model(VARIANT)
     d = tmp_path_factory.mktemp("evaluate")
-    ckpt = save_checkpoint(d / "tiny.pth", model)
+    model, ckpt = seeded_tiny(d, 1)
     onnx_path = export_onnx(ckpt, d)
     with open_backend(VARIANT, model=model) as ref:
         write_self_labelled(d / "data", "val", [synthetic_frame(96, 200, seed=i) for i in range(3)], ref)
