@@ -271,7 +271,7 @@ def convert_int8_fp16(qdq_model, keep: Iterable[str] = DEFAULT_KEEP):
     FP16, Q/DQ scales in the type of the tensor they act on (FP16), so DequantizeLinear feeds its
     Conv directly; ``keep`` (the non-local affinity) computes in FP32 with its Casts outside every
     Q/DQ pair; network inputs and outputs stay FP32 (the input is quantized from FP32 directly).
-    Scales are rounded up to FP16 (:func:`fp16_scales`).
+    Scales are rounded up to FP16 (:func:`_round_scales_up`).
     """
     kinds = [k for k in QDQ_OPS if any(n.op_type == k for n in qdq_model.graph.node)]
     if len(kinds) != 2:
