@@ -217,8 +217,8 @@ def _weight_axis(g: _Graph, node, dq) -> list[str]:
     return []
 
 
-def _residual(g: _Graph, add, target: str) -> tuple[bool, list[str]]:
-    """(applies, reasons) for a residual Add: its skip input must read a DequantizeLinear."""
+def _residual(g: _Graph, add, target: str) -> list[str]:
+    """Why a residual Add will not run INT8 (empty: it will): its skip input must read a DequantizeLinear."""
     from calibration.placement import residual_slot
 
     skip = residual_slot(g.prod, add)
@@ -226,10 +226,10 @@ def _residual(g: _Graph, add, target: str) -> tuple[bool, list[str]]:
     if dq is None:
         other, _ = _input_dq(g, add, 1 - skip)
         if other is None:
-            return True, reasons + [f"its residual input {add.input[skip]} is not quantized "
-                                    "(the convolution on the other input cannot fuse the Add)"]
+            return reasons + [f"its residual input {add.input[skip]} is not quantized "
+                              "(the convolution on the other input cannot fuse the Add)"]
         dq = other
-    return True, reasons + _dq_problems(g, dq, target)
+    return reasons + _dq_problems(g, dq, target)
 
 
 def check_fusion(model, target: str = "strong", kept: Iterable[str] = ()) -> FusionReport:
@@ -251,7 +251,7 @@ def check_fusion(model, target: str = "strong", kept: Iterable[str] = ()) -> Fus
     for add in residual_adds(model.graph):
         if add.name in kept:
             continue
-        _, reasons = _residual(g, add, target)
+        reasons = _residual(g, add, target)
         report.verdicts.append(Verdict(add.name, "Add", not reasons, tuple(reasons)))
     for node in model.graph.node:
         if node.op_type in POOLING and node.name not in kept:

@@ -65,7 +65,7 @@ def symmetric_scale(lo: float, hi: float) -> float:
     return amax / INT8_MAX if amax > 0 else 1.0 / INT8_MAX
 
 
-def _is_activation(graph, name: str, inits: set[str], prod: dict) -> bool:
+def _is_activation(name: str, inits: set[str], prod: dict) -> bool:
     node = prod.get(name)
     return name not in inits and not (node is not None and node.op_type == "Constant")
 
@@ -75,7 +75,7 @@ def residual_adds(graph) -> list:
     prod = producers(graph)
     inits = {i.name for i in graph.initializer}
     return [n for n in graph.node if n.op_type == "Add" and len(n.input) == 2
-            and all(_is_activation(graph, i, inits, prod) for i in n.input)]
+            and all(_is_activation(i, inits, prod) for i in n.input)]
 
 
 def _distances(prod: dict, start: str) -> dict[str, int]:
@@ -112,7 +112,8 @@ class _Inserter:
     """Adds (or reuses) one Q -> DQ pair per tensor and rewires chosen readers to its output."""
 
     def __init__(self, model, ranges: dict[str, tuple[float, float]]) -> None:
-        self.model, self.graph, self.ranges = model, model.graph, ranges
+        self.graph, self.ranges = model.graph, ranges
+        self.cons = consumers(model.graph)      # Q -> DQ pairs are looked up here; new pairs join at finish()
         self.new_nodes: list = []
         self.made: dict[str, str] = {}
 
@@ -122,9 +123,9 @@ class _Inserter:
 
         if tensor in self.made:
             return self.made[tensor]
-        for user in consumers(self.graph).get(tensor, []):
+        for user in self.cons.get(tensor, []):
             if user.op_type == "QuantizeLinear":
-                dq = [n for n in consumers(self.graph).get(user.output[0], []) if n.op_type == "DequantizeLinear"]
+                dq = [n for n in self.cons.get(user.output[0], []) if n.op_type == "DequantizeLinear"]
                 if dq:
                     self.made[tensor] = dq[0].output[0]
                     return self.made[tensor]
