@@ -23,6 +23,7 @@ artifacts made elsewhere (no PyTorch needed on the target).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -62,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-float-for-speed", action="store_true",
                     help="--int8 --max-drop: do not keep units float just because ONNX Runtime runs the model "
                          "faster on this CPU with them float (e.g. a TensorRT-only target)")
+    ap.add_argument("--qat-data", metavar="DIR",
+                    help="--int8 --max-drop: when no post-training candidate fits, fine-tune the fastest layout with "
+                         "fake quantization on the train split of DIR (quantization-aware training, export/budget/qat.py)")
+    ap.add_argument("--qat-iters", type=positive_int, help="--qat-data: fine-tuning iterations (default 300)")
+    ap.add_argument("--qat-lr", type=float, help="--qat-data: base learning rate of the poly schedule (default 0.002)")
+    ap.add_argument("--qat-batch", type=positive_int, help="--qat-data: crops per iteration (default 4)")
+    ap.add_argument("--no-qat", action="store_true", help="--int8 --max-drop: post-training candidates only (the default "
+                                                          "without --qat-data)")
     ap.add_argument("--workspace", type=float, help="TensorRT workspace in GiB (default 4)")
     ap.add_argument("--timing-cache", help="TensorRT timing cache file (read if present, updated)")
     ap.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
@@ -106,8 +115,10 @@ def check_budget_flags(args: argparse.Namespace, need: Any) -> None:
     budget = args.max_drop is not None
     sub = [f for f, v in (("--eval-data", args.eval_data), ("--label-ids", args.label_ids),
                           ("--max-float-layers", args.max_float_layers),
-                          ("--no-float-for-speed", args.no_float_for_speed or None)) if v is not None]
+                          ("--no-float-for-speed", args.no_float_for_speed or None), ("--qat-data", args.qat_data),
+                          ("--no-qat", args.no_qat or None)) if v is not None]
     need(budget or not sub, f"{', '.join(sub)} only apply to --max-drop", "add --max-drop POINTS or drop them")
+    check_qat_flags(args, need)
     if not budget:
         return
     args.max_drop = drop_points(args.max_drop)          # the parser runtime.evaluate's --max-drop shares
@@ -123,6 +134,26 @@ def check_budget_flags(args: argparse.Namespace, need: Any) -> None:
          "pass --calib-data DIR (INT8: calibration; FP16: the activation ranges)")
     need(not (args.fp16 and (args.calib_method or args.keep_int8 or args.no_float_for_speed)),
          "--calib-method/--keep-int8/--no-float-for-speed do not apply to --fp16 --max-drop", "drop them")
+
+
+def check_qat_flags(args: argparse.Namespace, need: Any) -> None:
+    """--qat-data and its sub-flags: --int8 --max-drop only; --no-qat excludes them."""
+    sub = [f for f, v in (("--qat-iters", args.qat_iters), ("--qat-lr", args.qat_lr), ("--qat-batch", args.qat_batch))
+           if v is not None]
+    need(not args.no_qat or not (args.qat_data or sub), "--no-qat conflicts with --qat-data and its flags",
+         "drop one of them")
+    need(bool(args.qat_data) or not sub, f"{', '.join(sub)} only apply to --qat-data", "add --qat-data DIR or drop them")
+    for flag in ("qat_iters", "qat_lr", "qat_batch"):      # unset: BudgetOptions' defaults
+        if getattr(args, flag) is None:
+            delattr(args, flag)
+    if not args.qat_data:
+        return
+    need(args.int8, "--qat-data fine-tunes INT8 candidates", "use it with --int8 --max-drop")
+    need(os.path.isdir(args.qat_data), f"--qat-data directory not found: {args.qat_data}",
+         "pass a labelled dataset root with a train split (python -m samples.generate makes one)")
+    need(getattr(args, "qat_lr", 0.5) < 1 and getattr(args, "qat_lr", 0.5) > 0, "--qat-lr must be in (0, 1)",
+         "e.g. --qat-lr 0.002")
+
 
 
 def engine_mode(backend: str, log: Any) -> tuple[bool, str]:

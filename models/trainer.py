@@ -86,6 +86,7 @@ class TrainConfig:
     max_minutes: float | None = None
     threads: int | None = None
     log_every: int = 10
+    qat: str | None = None          # a Q/DQ ONNX: fine-tune its graph with fake quantization (models.qat)
 
     def check(self) -> None:
         """User errors in the values (named by their command-line flags), before any work starts."""
@@ -167,6 +168,13 @@ def check_config(args: "TrainConfig") -> None:
     if not 0.0 < args.lr or args.min_lr < 0 or args.min_lr > args.lr:
         raise ToolkitError("learning rates must satisfy 0 <= --min-lr <= --lr and --lr > 0",
                            found=f"lr {args.lr}, min-lr {args.min_lr}")
+    if args.qat is not None:
+        if not Path(args.qat).is_file():
+            raise ToolkitError(f"QAT graph not found: {args.qat}", fix="pass a Q/DQ ONNX file")
+        if args.amp != "off" or args.val_every:
+            raise ToolkitError("quantization-aware training runs in FP32 (amp off) without whole-image "
+                               "validation (the graph has a static crop)", found=f"amp {args.amp}, "
+                               f"val-every {args.val_every}", fix="amp='off', val_every=0")
 
 
 
@@ -203,18 +211,25 @@ def build_loader(args: TrainConfig, rt: Runtime, variant: Any, start: int) -> to
 
 
 def build_model(args: TrainConfig, rt: Runtime) -> tuple[torch.nn.Module, torch.nn.Module, str]:
-    """(model to train, unwrapped model, note on BatchNorm). DDP + SyncBatchNorm on CUDA only."""
+    """(model to train, unwrapped model, note on BatchNorm). DDP + SyncBatchNorm on CUDA only.
+    With ``args.qat``: the Q/DQ graph as a :class:`models.qat.QuantGraph` (BatchNorm folded)."""
     from models import create_model
 
     torch.manual_seed(args.seed)
+    if args.qat is not None:
+        from models.qat import QuantGraph
+
+        model = QuantGraph.from_file(args.qat).to(rt.device).train()
+        note = f"BatchNorm folded (QAT on {Path(args.qat).name}: {model.fake_quant_sites} activation Q/DQ sites)"
+    else:
+        model = create_model(args.model, checkpoint=args.checkpoint).to(rt.device).train()
+        note = "BatchNorm"
     # channels_last: oneDNN (CPU) and cuDNN (CUDA) convolutions run NHWC natively (CPU bf16: 1.17x per step)
-    model = create_model(args.model, checkpoint=args.checkpoint).to(rt.device).train()
     model = model.to(memory_format=torch.channels_last)
-    note = "BatchNorm"
-    if rt.world > 1 and rt.device.type == "cuda":
+    if rt.world > 1 and rt.device.type == "cuda" and args.qat is None:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         note = "SyncBatchNorm"
-    elif rt.world > 1:
+    elif rt.world > 1 and args.qat is None:
         # PyTorch's SyncBatchNorm raises for CPU tensors ("expected input tensor to be on GPU"), so
         # CPU/gloo runs keep per-process BatchNorm statistics (gradients are still all-reduced).
         note = "BatchNorm (per process: SyncBatchNorm does not support CPU tensors)"
@@ -257,7 +272,8 @@ def train_step(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
         loss = F.cross_entropy(outputs["out"].float(), label, ignore_index=ignore_index)
     else:
         loss = ohem_cross_entropy(outputs["out"].float(), label, ignore_index, *ohem)
-    loss = loss + aux_weight * F.cross_entropy(outputs["aux"].float(), label, ignore_index=ignore_index)
+    if "aux" in outputs:                        # a QAT graph is the deployed model: no auxiliary head
+        loss = loss + aux_weight * F.cross_entropy(outputs["aux"].float(), label, ignore_index=ignore_index)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()

@@ -28,6 +28,11 @@ class BudgetOptions:
     keep_int8: str | None = None
     max_float_layers: int | None = None
     no_float_for_speed: bool = False
+    qat_data: str | None = None       # --int8: fine-tune with fake quantization when no PTQ candidate fits
+    qat_iters: int = 300
+    qat_lr: float = 0.002
+    qat_batch: int = 4
+    no_qat: bool = False
     quiet: bool = False
     argv: list[str] = dataclasses.field(default_factory=list)
 

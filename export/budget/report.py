@@ -23,15 +23,16 @@ def _num(value: float | None, spec: str, scale: float = 1.0) -> str:
 def candidate_rows(facts: dict) -> list[list[str]]:
     """Header + one row per candidate, in the order tried."""
     win = facts.get("winner")
-    rows = [["#", "method", "float units", "float MACs %", "drop (pts)", "agreement %", "ms/tile (eval)",
-             "ms/tile (timed)", "result"]]
+    rows = [["#", "kind", "method", "float units", "float MACs %", "drop (pts)", "agreement %", "ms/tile (eval)",
+             "ms/tile (timed)", "front", "result"]]
     for i, c in enumerate(facts["result"].candidates, 1):
         status = "skipped" if c.passed is None else ("pass" if c.passed else "over budget")
         if c is win:
             status = "**chosen**"
-        rows.append([str(i), c.method, str(c.k), _pct(c.float_macs, facts["total_macs"]), _num(c.drop, "+.3f"),
+        note = c.note if c.note and (c.passed is None or c.kind == "QAT") else ""
+        rows.append([str(i), c.kind, c.method, str(c.k), _pct(c.float_macs, facts["total_macs"]), _num(c.drop, "+.3f"),
                      _num(c.agreement, ".3f", 100), _num(c.ms_per_tile, ".1f"), _num(c.timed_ms, ".1f"),
-                     status + (f" ({c.note})" if c.note and c.passed is None else "")])
+                     "*" if c.pareto else "", status + (f" ({note})" if note else "")])
     return rows
 
 
@@ -46,9 +47,15 @@ def markdown(facts: dict, args: Any, written: Sequence[Any], machine: str) -> st
              f"always float: {', '.join(facts['forced']) or 'nothing'}", *_speed_line(facts), "",
              "## Candidates", "", *_table(candidate_rows(facts)), "",
              "Drop = PyTorch mIoU - artifact mIoU on the evaluation frames (mIoU points); agreement = pixels "
-             "labelled as the reference. ms/tile (eval): measured during the evaluation run; (timed): the "
-             "finalists timed side by side (fastest call over interleaved rounds, median of 3 blocks). Float MACs %: share of the multiply-accumulates "
-             "of the rankable units left in float.", "",
+             "labelled as the reference. ms/tile (eval): measured during the evaluation run; (timed): every "
+             "measured candidate timed side by side in ONNX Runtime on this CPU (fastest call over interleaved "
+             "rounds, median of 3 blocks). Float MACs %: share of the multiply-accumulates of the rankable units "
+             "left in float. Kind: PTQ = post-training calibration only, QAT = quantization-aware fine-tuning. "
+             "Front (*): no other candidate has a smaller drop at no more CPU time, or a shorter CPU time at no "
+             "larger drop (times within 3 % count as equal). Engine time: not "
+             "measured by this command (TensorRT engines are built from the chosen files on the target; the "
+             "front's files are in the run's work folder only while it runs).", "",
+             *_front_lines(facts), *_qat_lines(facts),
              "## Decision", "", f"Chosen: **{win.label}** (float: {_kept(win)}), drop {win.drop:+.3f}, "
              f"agreement {100 * win.agreement:.3f} %. Why: {facts['why']}."]
     lines += [f"- finalist {c.label}: drop {c.drop:+.3f}, {_num(c.timed_ms, '.1f')} ms/tile timed"
@@ -68,6 +75,34 @@ def markdown(facts: dict, args: Any, written: Sequence[Any], machine: str) -> st
             lines.append(f"- {method}: " + "; ".join(f"{u.name} ({u.detail})" for u in units[:12])
                          + (" ..." if len(units) > 12 else ""))
     return "\n".join(lines) + "\n"
+
+
+def _front_lines(facts: dict) -> list[str]:
+    front = facts.get("front") or []
+    if not front:
+        return []
+    plot = facts.get("front_png")
+    lines = ["## Accuracy / speed front", "", "Pareto-optimal candidates, fastest first: " + "; ".join(
+        f"{c.label} ({c.drop:+.3f} pts, {_num(c.timed_ms if c.timed_ms is not None else c.ms_per_tile, '.1f')} ms/tile)"
+        for c in front) + "."]
+    if plot:
+        lines += ["", f"![accuracy / speed front]({Path(plot).name})"]
+    return lines + [""]
+
+
+def _qat_lines(facts: dict) -> list[str]:
+    q = facts.get("qat")
+    if not q:
+        return []
+    took = "reused a finished run" if q["reused"] else f"{q['seconds'] / 60:.1f} min on this machine"
+    return ["## Quantization-aware fine-tuning", "",
+            f"- started from: {q['base']}; fake quantization at every Q/DQ of its TensorRT-layout file "
+            "(models/qat.py), activation scales fixed at the calibrated ranges, BatchNorm folded",
+            f"- {q['iters']} iterations, batch {q['batch']}, lr {q['lr']:g} (poly), rescaling {q['ratio_range']} of "
+            f"the frames' size, on {q['data']}",
+            f"- time: {took} (run folder {q['run_dir']})",
+            f"- TensorRT layout after fine-tuning: drop {_num(q['trt']['drop'], '+.3f')}, agreement "
+            f"{_num(q['trt']['agreement'], '.3f', 100)} %", ""]
 
 
 def _speed_line(facts: dict) -> list[str]:
@@ -120,27 +155,33 @@ def to_json(facts: dict, args: Any, written: Sequence[Any], machine: dict) -> di
             "finalists": [c.record() for c in result.finalists], "winner": facts["winner"].record(),
             "why": facts["why"], "rejected": facts["rejected"], "trt_layout": facts.get("trt"),
             "float_for_speed": facts["speed_float"].record() if facts.get("speed_float") else None,
-            "price": facts.get("price"),
+            "price": facts.get("price"), "qat": facts.get("qat"),
+            "front": [c.label for c in facts.get("front") or []],
             "rankings": {m: save_units(u) for m, u in result.rankings.items()},
             "written": [str(a.path) for a in written]}
 
 
 def write_report(fp32: Any, facts: dict, args: Any, written: Sequence[Any],
-                 staging: Path | None = None) -> tuple[Path, Path]:
-    """The report's final paths (JSON, Markdown); written there, or under the same names in
+                 staging: Path | None = None) -> tuple[Path, Path, Path]:
+    """The report's final paths (JSON, Markdown, front PNG); written there, or under the same names in
     ``staging`` when the caller places them (with the artifacts, as one set)."""
     from runtime.sysinfo import describe, machine_info
 
 
+    from export.budget.front import draw_front
+
     info = machine_info()
     stem = fp32.path.parent / f"budget_{budget_tag(facts['precision'], None, args.max_drop)}"
-    jpath, mpath = Path(f"{stem}.json"), Path(f"{stem}.md")
+    jpath, mpath, ppath = Path(f"{stem}.json"), Path(f"{stem}.md"), Path(f"{stem}_front.png")
     folder = fp32.path.parent if staging is None else Path(staging)
+    title = f"{facts['precision'].upper()} candidates, budget {args.max_drop:g} mIoU points"
+    draw_front(facts["result"].candidates, args.max_drop, facts["winner"], folder / ppath.name, title)
+    facts = {**facts, "front_png": ppath}
     with atomic_open(folder / jpath.name, "w") as f:
         json.dump(to_json(facts, args, written, info), f, indent=1, default=str)
     with atomic_open(folder / mpath.name, "w") as f:
         f.write(markdown(facts, args, written, describe(info)))
-    return jpath, mpath
+    return jpath, mpath, ppath
 
 
 def print_table(result: Any, total_macs: float, winner: Any = None) -> None:

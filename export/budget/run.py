@@ -31,6 +31,8 @@ from calibration.budget import Unit
 from export.budget.options import BudgetOptions, budget_tag
 from export.budget.report import print_table, write_report
 from export.budget.scoring import HeldOut, PairedTimer, check_disjoint, open_held_out, time_per_tile
+from export.budget.front import mark_front, time_all
+from export.budget.qat import run_qat
 from export.budget.search import FloatForSpeed, choose, explain, faster_in_float, search, unmet_budget
 from export.pipeline import INT8_RECIPE, Artifact, CalibRequest
 from export.exporter import artifact_name, digest
@@ -142,10 +144,12 @@ class Int8Space:
     def max_keep(self, method: str) -> int:
         return self.cap
 
-    def quantize(self, method: str, keep: Sequence[str], layout: str, path: Path) -> list[str]:
+    def quantize(self, method: str, keep: Sequence[str], layout: str, path: Path, pre: Path | None = None) -> list[str]:
+        """The candidate's Q/DQ file in ``layout``; ``pre``: another FP32 graph of the same structure
+        (the fine-tuned one of QAT) quantized with this candidate's ranges and kept-float set."""
         from calibration.qdq import quantize
 
-        return quantize(self.pre, self.ranges(method), path, layout, self.parse(method)[0],
+        return quantize(pre or self.pre, self.ranges(method), path, layout, self.parse(method)[0],
                         self.forced + list(keep), self.calib)
 
     def build(self, method: str, keep: Sequence[str]) -> Path:
@@ -283,7 +287,7 @@ def run_budget(args: BudgetOptions, fp32: Artifact, source: Any, log: Callable[[
         facts.update(frames=frames, eval_data=eval_desc, reference=held.reference)
         report = write_report(fp32, facts, args, written, staging=work)
         place_files([(work / path.name, path) for path in [a.path for a in written] + list(report)])
-    log(f"report: {report[0]} and {report[1].name}")
+    log(f"report: {report[0]}, {report[1].name} and {report[2].name}")
     return written
 
 
@@ -299,29 +303,63 @@ def _int8(args: BudgetOptions, fp32: Artifact, calib: Any, held: Any, work: Path
     result = search(space, held.score, args.max_drop, progress, log)
     print_table(result, space.total_macs)
     finalists = list(result.finalists)
+    qat = None
+    if not finalists and args.qat_data:
+        qat = run_qat(args, space, _qat_base(result), held, work, log)
+        result.candidates.append(qat.cand)
+        finalists = [qat.cand] if qat.cand.passed else []
+    time_all(result.candidates, lambda paths: time_per_tile(paths, tiles))     # every measured candidate, side by side
     rejected: list[str] = []
-    if finalists:
-        choose(finalists, lambda paths: time_per_tile(paths, tiles), by="time")   # times every finalist once
     while finalists:
         win, why = choose(finalists, None, by="time")
-        trt_path = work / "winner_trt.onnx"
-        space.quantize(win.method, win.keep, "trt", trt_path)
-        trt = held.score(trt_path)
+        if win.kind == "QAT":
+            trt_path, trt = qat.trt_path, qat.trt
+        else:
+            trt_path = work / "winner_trt.onnx"
+            space.quantize(win.method, win.keep, "trt", trt_path)
+            trt = held.score(trt_path)
         if trt["drop"] is not None and not trt["error"] and trt["drop"] <= args.max_drop + 1e-9:
             break
         rejected.append(f"{win.label}: ORT layout passed but the TensorRT layout drops {trt['drop']}")
         finalists.remove(win)
     else:
-        note = f" (TensorRT layout over budget: {'; '.join(rejected)})" if rejected else ""
-        raise unmet_budget(result, "INT8", "raise --max-drop, allow more float layers (--max-float-layers N, "
-                           f"now {space.cap} of {len(space.units)}), or use --fp16" + note)
+        mark_front(result.candidates)
+        print_table(result, space.total_macs)
+        raise unmet_budget(result, "INT8", _int8_fix(args, space, qat, rejected))
+    front = mark_front(result.candidates)
+    print_table(result, space.total_macs, win)
     price = _price(space, win, tiles)
     written = _write_int8(args, fp32, space, win, work, trt_path, {"ort": _figures(win), "trt": trt})
     facts = {"precision": "int8", "result": result, "winner": win, "why": f"{why}; {explain(result, win)}",
-             "rejected": rejected, "speed_float": speed, "price": price,
+             "rejected": rejected, "speed_float": speed, "price": price, "front": front,
+             "qat": qat.facts if qat else None,
              "units": space.units, "total_macs": space.total_macs, "forced": space.forced, "cap": space.cap,
              "trt": trt, "calibration": calib.describe()}
     return written, facts
+
+
+def _qat_base(result: Any) -> Any:
+    """The layout QAT fine-tunes: the best-calibrated method with nothing float beyond the always-float
+    set (the fastest file the search builds; keeping more float is what PTQ already tried)."""
+    zero = [c for c in result.candidates if c.k == 0 and c.drop is not None]
+    if not zero:
+        raise ToolkitError("no post-training candidate could be measured, so there is nothing to fine-tune",
+                           fix="see the errors above")
+    return min(zero, key=lambda c: c.drop)
+
+
+def _int8_fix(args: BudgetOptions, space: Int8Space, qat: Any, rejected: list[str]) -> str:
+    """The way out of an unmet INT8 budget, with what QAT reached when it ran."""
+    note = f" (TensorRT layout over budget: {'; '.join(rejected)})" if rejected else ""
+    if qat is not None:
+        t = qat.facts
+        return (f"quantization-aware fine-tuning did not reach it either ({t['iters']} iterations: drop "
+                f"{qat.cand.drop:+.3f}, TensorRT layout {t['trt']['drop']:+.3f}); raise --max-drop, fine-tune longer "
+                f"(--qat-iters, now {args.qat_iters}), allow float layers (--max-float-layers N, now {space.cap} of "
+                f"{len(space.units)}), or use --fp16" + note)
+    qat_hint = "" if args.no_qat else ", fine-tune with --qat-data DIR (quantization-aware training)"
+    return (f"raise --max-drop, allow more float layers (--max-float-layers N, now {space.cap} of "
+            f"{len(space.units)}){qat_hint}, or use --fp16" + note)
 
 
 def _price(space: Int8Space, win: Any, tiles: np.ndarray) -> dict | None:
@@ -369,7 +407,8 @@ def _decision(args: BudgetOptions, win: Any, fig: dict, layout: str) -> dict:
 
 
 def _budget_entry(args: BudgetOptions, win: Any, fig: dict, layout: str) -> dict:
-    return {"max_drop": args.max_drop, "method": win.method, "float_units": list(win.keep), "layout": layout,
+    return {"max_drop": args.max_drop, "kind": win.kind, "method": win.method, "float_units": list(win.keep),
+            "layout": layout,
             "measured": fig, "eval_data": args.eval_data or f"{args.calib_data} (val split)",
             "calib_data": args.calib_data}
 
@@ -412,7 +451,7 @@ def _fp16(args: BudgetOptions, fp32: Artifact, calib: Any, held: Any, work: Path
              **_decision(args, win, _figures(win), layout_name(kept))}
     art = _stage(fp32, win.path, "fp16", layout_name(kept), budget_tag("fp16", None, args.max_drop), extra, work)
     facts = {"precision": "fp16", "result": result, "winner": win, "why": f"{why}; {explain(result, win)}",
-             "rejected": [],
+             "rejected": [], "front": mark_front(result.candidates),
              "units": space.units, "total_macs": space.total_macs, "forced": space.forced, "cap": space.cap,
              "calibration": calib.describe()}
     return [art], facts

@@ -34,6 +34,8 @@ class Candidate:
     passed: bool | None = None
     note: str = ""
     timed_ms: float | None = None
+    kind: str = "PTQ"            # PTQ: calibrated only; QAT: fine-tuned with fake quantization (export.budget.qat)
+    pareto: bool = False         # on the accuracy / CPU-time front of the measured candidates
 
     @property
     def k(self) -> int:
@@ -41,10 +43,10 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return f"{self.method}, {self.k} float"
+        return f"{'QAT ' if self.kind == 'QAT' else ''}{self.method}, {self.k} float"
 
     def record(self) -> dict[str, Any]:
-        return {"method": self.method, "float_units": list(self.keep), "k": self.k, "float_macs": self.float_macs,
+        return {"kind": self.kind, "pareto": self.pareto, "method": self.method, "float_units": list(self.keep), "k": self.k, "float_macs": self.float_macs,
                 "miou": self.miou, "drop": self.drop, "agreement": self.agreement, "ms_per_tile": self.ms_per_tile,
                 "timed_ms_per_tile": self.timed_ms, "passed": self.passed, "note": self.note}
 
@@ -148,6 +150,8 @@ def _gallop(run: _Run, method: str) -> tuple[int, int] | None:
     """(last failing k, first passing k) on k = 1, 2, 4, ..., max_keep; None when none passes."""
     bound = run.result.best_passing()
     if bound is not None and bound.float_macs <= 0:      # nothing in float already passes: no ranking needed
+        return None
+    if run.space.max_keep(method) < 1:                  # --max-float-layers 0: no float set to rank
         return None
     run.result.rankings[method] = list(run.space.ranking(method))
     kmax = min(run.space.max_keep(method), len(run.result.rankings[method]))
