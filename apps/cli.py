@@ -18,8 +18,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except ToolkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:          # a library may say how to go on (e.g. "... to resume")
+        print("error: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
     return int(code or 0)
 

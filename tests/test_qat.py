@@ -187,7 +187,7 @@ def test_fine_tuning_frames_must_not_be_evaluation_frames(setup, tmp_path):
     assert _budget_files(tmp_path / "out") == []
 
 
-def test_interrupted_qat_resumes_to_the_uninterrupted_result(setup, unmet, tmp_path, monkeypatch):
+def test_interrupted_qat_resumes_to_the_uninterrupted_result(setup, unmet, tmp_path, monkeypatch, capsys):
     """Ctrl-C during fine-tuning: exit 130, nothing written, the run kept; the same command resumes
     it and ends with exactly the weights of the uninterrupted run (the budget-0 run's)."""
     import torch
@@ -207,6 +207,7 @@ def test_interrupted_qat_resumes_to_the_uninterrupted_result(setup, unmet, tmp_p
     out = tmp_path / "out"
     argv = tuple(a.format(data=setup["data"]) for a in UNMET)
     assert to_trt(setup, out, *argv) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
     assert _budget_files(out) == []
     run = next((out / "calibration").glob("qat_*"))
     first = torch.load(run / "latest.pth", weights_only=True)
