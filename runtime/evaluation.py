@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -24,15 +25,50 @@ from runtime.values import dataset_name_of
 DEFAULT_MAX_DROP = {"fp32": 0.01, "fp16": 0.1, "bf16": 0.1, "int8": 0.5}
 
 
-class _Run:
-    """Accumulates one backend's scores over the split."""
+@dataclass
+class FrameScore:
+    """One backend's scores on one frame: what the gate adds up, in one process or from Ray actors.
 
-    def __init__(self, backend: Any, num_classes: int, ignore_index: int) -> None:
+    Everything is an integer count except the timings, so adding frames in any grouping gives the
+    same totals: the split's mIoU comes from the summed matrix, agreement from the summed counts.
+    """
+
+    matrix: np.ndarray | None = None   # (K, K) int64 confusion matrix, rows ground truth
+    agree: int = 0                     # pixels predicted as the reference predicts
+    pixels: int = 0                    # pixels compared with the reference (0: no reference)
+    total_s: float = 0.0
+    infer_s: float = 0.0
+    tiles: int = 0
+    error: str | None = None           # NaN/Inf output: the row stops at this frame
+
+
+def score_frame(backend: Any, tiler: Any, sample: Any, ref: np.ndarray | None, num_classes: int,
+                ignore_index: int) -> tuple[FrameScore, np.ndarray | None]:
+    """Run ``backend`` on one sample and score it: the gate's one per-frame function (the
+    in-process loop and the Ray actors both call it). Returns the score and the label map (None
+    on a NaN/Inf output, whose score carries the error)."""
+    from runtime.metrics import confusion_matrix
+    from runtime.tiling import NumericalError
+
+    try:
+        pred = tiler.labels(backend, sample.image)
+    except NumericalError as exc:
+        return FrameScore(error=f"numerical fault on {sample.name}: {exc}"), None
+    timing = tiler.last_timing
+    score = FrameScore(confusion_matrix(pred, sample.label, num_classes, ignore_index),
+                       total_s=timing["total"], infer_s=timing["infer"], tiles=int(timing["tiles"]))
+    if ref is not None:
+        score.agree, score.pixels = int(np.count_nonzero(pred == ref)), int(pred.size)
+    return score, pred
+
+
+class RowScores:
+    """One backend's row: the per-frame scores added up in frame order (the gate's one merge)."""
+
+    def __init__(self, label: str, precision: str, info: dict, num_classes: int, ignore_index: int) -> None:
         from runtime.metrics import ConfusionMeter
 
-        self.info = backend.describe()
-        self.label = backend.label
-        self.precision = backend.precision
+        self.info, self.label, self.precision = info, label, precision
         self.meter = ConfusionMeter(num_classes, ignore_index)
         self.agree = 0
         self.pixels = 0
@@ -41,14 +77,27 @@ class _Run:
         self.tiles = 0
         self.error: str | None = None
 
-    def add(self, pred: np.ndarray, gt: np.ndarray, ref: np.ndarray | None, timing: dict) -> None:
-        self.meter.update(pred, gt)
-        if ref is not None:
-            self.agree += int(np.count_nonzero(pred == ref))
-            self.pixels += pred.size
-        self.frame_s.append(timing["total"])
-        self.infer_s += timing["infer"]
-        self.tiles += int(timing["tiles"])
+    @classmethod
+    def of(cls, backend: Any, num_classes: int, ignore_index: int) -> RowScores:
+        """The row of an open backend."""
+        return cls(backend.label, backend.precision, backend.describe(), num_classes, ignore_index)
+
+    def add(self, score: FrameScore) -> bool:
+        """Add the next frame; False once the row has stopped (a NaN/Inf frame ends it, as in one
+        process: frames after the first fault are not counted)."""
+        if self.error is not None:
+            return False
+        if score.error is not None:
+            self.error = score.error
+            print(f"error: {self.label}: {self.error}", file=sys.stderr)
+            return False
+        self.meter.add(score.matrix)
+        self.agree += score.agree
+        self.pixels += score.pixels
+        self.frame_s.append(score.total_s)
+        self.infer_s += score.infer_s
+        self.tiles += score.tiles
+        return True
 
     def result(self, class_names: Sequence[str]) -> dict[str, Any]:
         s = self.meter.summary(class_names)
@@ -66,20 +115,14 @@ def _run_backend(backend: Any, dataset: Any, tiler: Any, refs: list | None, opts
     """One backend over the whole split; returns its result row."""
     from tqdm import tqdm
 
-    from runtime.tiling import NumericalError
-
-    run = _Run(backend, dataset.num_classes, dataset.ignore_index)
+    run = RowScores.of(backend, dataset.num_classes, dataset.ignore_index)
     backend(np.zeros(backend.input_shape, np.float32))   # warm-up call: lazy init stays out of the latency
     for i in tqdm(range(len(dataset)), desc=backend.label, unit="img", disable=None, leave=False):
         sample = dataset[i]
-        try:
-            pred = tiler.labels(backend, sample.image)
-        except NumericalError as exc:
-            run.error = f"numerical fault on {sample.name}: {exc}"
-            print(f"error: {backend.label}: {run.error}", file=sys.stderr)
-            break
         ref = refs[i] if refs is not None else None
-        run.add(pred, sample.label, ref, tiler.last_timing)
+        score, pred = score_frame(backend, tiler, sample, ref, dataset.num_classes, dataset.ignore_index)
+        if not run.add(score):
+            break
         if refs is None and opts.get("cache_refs") is not None:
             opts["cache_refs"].append(pred)
         if opts.get("save_dir"):
@@ -94,7 +137,7 @@ def run_backend(backend: Any, dataset: Any, tiler: Any, refs: list | None = None
     return _run_backend(backend, dataset, tiler, refs, {"cache_refs": cache_refs})
 
 
-def _check_artifact(meta: Any, ref_meta: Any, label: str) -> list[str]:
+def check_artifact(meta: Any, ref_meta: Any, label: str) -> list[str]:
     """Hard errors for an artifact that cannot be compared; warnings for suspicious ones."""
     if meta.num_classes != ref_meta.num_classes:
         raise ToolkitError(f"{label} predicts {meta.num_classes} classes, the reference {ref_meta.num_classes}",
@@ -168,21 +211,57 @@ def _gate(row: dict, ref_miou: float | None, limits: dict[str, float]) -> None:
     row["passed"] = bool(row["drop"] <= limit + 1e-9)
 
 
-def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: str | None = None,
-             crop: Sequence[int] | None = None, stride: Sequence[int] | None = None, mode: str = "tiled",
-             split: str = "val", limit: int | None = None, max_drop: dict[str, float] | None = None,
-             backend: str = "auto", backend_options: dict | None = None, save_dir: str | None = None,
-             device: str = "cpu", label_ids: str = "labelIds",
-             extra_rows: Sequence[tuple[str, str, dict]] = ()) -> dict[str, Any]:
-    """Run the reference and each artifact over ``data``; returns the report dict. ``extra_rows`` are
-    more (artifact, backend, options) rows after ``artifacts`` (e.g. the same file in OpenVINO bf16)."""
+@dataclass
+class GatePlan:
+    """What one gate run checks, decided and validated before anything runs; the in-process run and
+    the Ray run (runtime/cluster) both execute a plan and hand their rows to :func:`gate_report`."""
+
+    data: str
+    split: str
+    dataset: Any
+    reference: str
+    checkpoint: str | None
+    reference_spec: tuple[str, str, dict]          # (variant, "torch", options)
+    specs: list[tuple[str, str, dict]]             # (artifact, backend, options), one per candidate row
+    mode: str
+    stride: Sequence[int] | None
+    limits: dict[str, float]
+    save_dir: str | None
+    dataset_name: str
+    backends: list = field(default_factory=list)   # the reference's and the rows' backends, built, not open
+
+    def tiler(self) -> Any:
+        from runtime.tiling import Tiler
+
+        return Tiler(crop=None, stride=self.stride, mode=self.mode)
+
+
+@dataclass
+class GateRun:
+    """What executing a plan gives: the reference row, its metadata, the candidate rows (in plan
+    order), notes, and frames that could not be read (name, why; not scored)."""
+
+    ref_row: dict
+    ref_meta: Any
+    rows: list[dict]
+    notes: list[str]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+def plan_gate(data: str, reference: str, artifacts: Sequence[str], checkpoint: str | None = None,
+              crop: Sequence[int] | None = None, stride: Sequence[int] | None = None, mode: str = "tiled",
+              split: str = "val", limit: int | None = None, max_drop: dict[str, float] | None = None,
+              backend: str = "auto", backend_options: dict | None = None, save_dir: str | None = None,
+              device: str = "cpu", label_ids: str = "labelIds",
+              extra_rows: Sequence[tuple[str, str, dict]] = ()) -> GatePlan:
+    """Check the arguments of :func:`evaluate` and decide the rows, crop and dataset."""
     from runtime.backends import open_backend
     from runtime.data import open_dataset
-    from runtime.tiling import Tiler
 
-    limits = max_drop or dict(DEFAULT_MAX_DROP)
-    candidates = [open_backend(a, backend=backend, **(backend_options or {})) for a in artifacts]
-    candidates += [open_backend(a, backend=b, **opts) for a, b, opts in extra_rows]
+    specs = [(str(a), backend, dict(backend_options or {})) for a in artifacts]
+    specs += [(str(a), b, dict(opts)) for a, b, opts in extra_rows]
+    candidates = [open_backend(a, backend=b, **opts) for a, b, opts in specs]   # a bad option fails now
     crop = reference_crop(artifacts, backend, crop, extra_rows)
     dataset = open_dataset(data, split=split, limit=limit, label_ids=label_ids)
     if len(dataset) == 0:
@@ -191,33 +270,71 @@ def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: st
         raise ToolkitError(f"{data} has no ground-truth labels", expected="a Cityscapes/VOC/ADE20k layout",
                            fix="evaluate needs labels; generate a set with `python -m samples.generate`")
     _check_dataset(dataset, reference, data)
-    tiler = Tiler(crop=None, stride=stride, mode=mode)
-    ref_backend = open_backend(reference, backend="torch", checkpoint=checkpoint, crop=crop, device=device)
+    ref_spec = (reference, "torch", {"checkpoint": checkpoint, "crop": crop, "device": device})
+    ref_backend = open_backend(reference, backend="torch", **ref_spec[2])
+    return GatePlan(str(data), split, dataset, reference, checkpoint, ref_spec, specs, mode, stride,
+                    max_drop or dict(DEFAULT_MAX_DROP), save_dir, dataset_name_of(reference),
+                    [ref_backend, *candidates])
+
+
+def run_in_process(plan: GatePlan) -> GateRun:
+    """The reference, then each candidate, one backend at a time, in this process."""
+    tiler = plan.tiler()
+    ref_backend, candidates = plan.backends[0], plan.backends[1:]
     refs: list = []
-    opts = {"save_dir": save_dir, "dataset_name": dataset_name_of(reference), "cache_refs": refs}
-    t0 = time.perf_counter()
+    opts = {"save_dir": plan.save_dir, "dataset_name": plan.dataset_name, "cache_refs": refs}
     with ref_backend:
-        ref_row = _run_backend(ref_backend, dataset, tiler, None, opts)
+        ref_row = _run_backend(ref_backend, plan.dataset, tiler, None, opts)
         ref_meta = ref_backend.meta
-    ref_row.update(agreement=1.0, reference=True)
-    rows, notes = [ref_row], []
-    if ref_meta.random_init:
-        notes.append("the reference is randomly initialised (no --checkpoint): mIoU values are meaningless")
+    rows, notes = [], []
     opts["cache_refs"] = None
     for cand in candidates:
         with cand:
-            notes += _check_artifact(cand.meta, ref_meta, cand.label)
-            row = _run_backend(cand, dataset, tiler, refs, opts)
-        _gate(row, ref_row["miou"], limits)
-        rows.append(row)
+            notes += check_artifact(cand.meta, ref_meta, cand.label)
+            rows.append(_run_backend(cand, plan.dataset, tiler, refs, opts))
+    return GateRun(ref_row, ref_meta, rows, notes)
+
+
+def gate_report(plan: GatePlan, run: GateRun, seconds: float) -> dict[str, Any]:
+    """The report dict of an executed plan: drops and pass/fail per row, notes, totals."""
+    ref_row = run.ref_row
+    ref_row.update(agreement=1.0, reference=True)
+    notes = (["the reference is randomly initialised (no --checkpoint): mIoU values are meaningless"]
+             if run.ref_meta.random_init else []) + list(run.notes)
+    notes += [f"frame {name} could not be read and was not scored: {why}" for name, why in run.unreadable]
+    for row in run.rows:
+        _gate(row, ref_row["miou"], plan.limits)
     for n in notes:
         print(f"warning: {n}", file=sys.stderr)
-    return {"data": str(data), "split": split, "images": len(dataset), "skipped": getattr(dataset, "skipped", 0),
-            "kind": dataset.kind, "reference": reference, "checkpoint": checkpoint, "mode": mode,
-            "crop": list(ref_meta.crop),
-            "stride": list(stride) if stride else "default", "max_drop": limits, "rows": rows,
-            "notes": notes, "class_names": list(dataset.class_names), "seconds": time.perf_counter() - t0,
-            "passed": all(r.get("passed") is not False for r in rows[1:])}
+    stride = plan.stride
+    report = {"data": plan.data, "split": plan.split, "images": len(plan.dataset) - len(run.unreadable),
+              "skipped": getattr(plan.dataset, "skipped", 0), "kind": plan.dataset.kind,
+              "reference": plan.reference, "checkpoint": plan.checkpoint, "mode": plan.mode,
+              "crop": list(run.ref_meta.crop), "stride": list(stride) if stride else "default",
+              "max_drop": plan.limits, "rows": [ref_row, *run.rows], "notes": notes,
+              "class_names": list(plan.dataset.class_names), "seconds": seconds,
+              "passed": all(r.get("passed") is not False for r in run.rows)}
+    report.update(run.extra)
+    return report
+
+
+def evaluate(data: str, reference: str, artifacts: Sequence[str], checkpoint: str | None = None,
+             crop: Sequence[int] | None = None, stride: Sequence[int] | None = None, mode: str = "tiled",
+             split: str = "val", limit: int | None = None, max_drop: dict[str, float] | None = None,
+             backend: str = "auto", backend_options: dict | None = None, save_dir: str | None = None,
+             device: str = "cpu", label_ids: str = "labelIds",
+             extra_rows: Sequence[tuple[str, str, dict]] = (),
+             executor: Callable[[GatePlan], GateRun] | None = None) -> dict[str, Any]:
+    """Run the reference and each artifact over ``data``; returns the report dict. ``extra_rows`` are
+    more (artifact, backend, options) rows after ``artifacts`` (e.g. the same file in OpenVINO bf16).
+    ``executor`` runs the plan (default: :func:`run_in_process`; runtime.cluster: on a Ray cluster)."""
+    plan = plan_gate(data, reference, artifacts, checkpoint=checkpoint, crop=crop, stride=stride, mode=mode,
+                     split=split, limit=limit, max_drop=max_drop, backend=backend,
+                     backend_options=backend_options, save_dir=save_dir, device=device, label_ids=label_ids,
+                     extra_rows=extra_rows)
+    t0 = time.perf_counter()
+    run = (executor or run_in_process)(plan)
+    return gate_report(plan, run, time.perf_counter() - t0)
 
 
 def _check_dataset(dataset: Any, reference: str, data: str) -> None:

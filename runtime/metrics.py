@@ -62,9 +62,13 @@ class ConfusionMeter:
     def update(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
         """Add one image (or a batch of equally shaped images); returns that image's matrix."""
         m = confusion_matrix(pred, gt, self.num_classes, self.ignore_index)
-        self.matrix += m
-        self.images += 1
+        self.add(m)
         return m
+
+    def add(self, matrix: np.ndarray) -> None:
+        """Add one image's (K, K) matrix, computed elsewhere (e.g. on a Ray actor): the exact merge."""
+        self.matrix += matrix
+        self.images += 1
 
     def reset(self) -> None:
         self.matrix[:] = 0
