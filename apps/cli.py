@@ -160,9 +160,9 @@ def backend_options(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     return opts
 
 
-def open_model(args: argparse.Namespace) -> Any:
-    """The (not yet open) backend for ``--model`` (or ``--url`` + ``--triton-model``)."""
-    from runtime.backends import backend_for, open_backend
+def model_spec(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    """(artifact, backend, options) for ``--model`` (or ``--url`` + ``--triton-model``)."""
+    from runtime.backends import backend_for
 
     served = triton_model_arg(args)
     if served and args.model:
@@ -171,7 +171,54 @@ def open_model(args: argparse.Namespace) -> Any:
     if not args.model:
         raise ToolkitError("no model given", fix="pass --model ARTIFACT|VARIANT, or --url URL --triton-model NAME")
     kind = backend_for(args.model, args.backend)
-    return open_backend(args.model, kind, **backend_options(args, kind))
+    return args.model, kind, backend_options(args, kind)
+
+
+def open_model(args: argparse.Namespace) -> Any:
+    """The (not yet open) backend for ``--model`` (or ``--url`` + ``--triton-model``)."""
+    from runtime.backends import open_backend
+
+    artifact, kind, opts = model_spec(args)
+    return open_backend(artifact, kind, **opts)
+
+
+RAY_ADDRESS_HELP = ("run on a Ray cluster: no ADDRESS starts a local Ray in this process; ADDRESS is what "
+                    "ray.init(address=...) takes: auto, HOST:6379, ray://HOST:10001 (pip install -e \".[ray]\"); "
+                    "after positional inputs, or as --ray=ADDRESS")
+
+
+def add_ray_arguments(p: argparse.ArgumentParser, reference: bool = False) -> None:
+    """``--ray [ADDRESS]`` and the actor flags (docs/ray.md)."""
+    g = p.add_argument_group("Ray cluster (docs/ray.md)")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help=RAY_ADDRESS_HELP)
+    g.add_argument("--ray-actors", type=positive_int, metavar="N",
+                   help="actors holding the model" + (" artifacts" if reference else "")
+                        + " (default: the cluster's CPUs / --threads, or GPUs / --ray-gpus-per-actor)")
+    if reference:
+        g.add_argument("--ray-reference-actors", type=positive_int, metavar="M",
+                       help="actors holding the PyTorch reference (default: a share of the cluster by row count)")
+    g.add_argument("--ray-gpus-per-actor", type=float, default=0.0, metavar="G",
+                   help="GPUs per actor (TensorRT, ONNX Runtime CUDA; fractions share a GPU); default 0: CPU actors")
+
+
+def ray_options(args: argparse.Namespace) -> Any:
+    """The cluster options of ``--ray ...`` (None without ``--ray``); a one-line error when Ray is
+    missing or an actor flag comes without ``--ray``."""
+    given = [f for f, v in (("--ray-actors", args.ray_actors),
+                            ("--ray-reference-actors", getattr(args, "ray_reference_actors", None)),
+                            ("--ray-gpus-per-actor", args.ray_gpus_per_actor)) if v]
+    if args.ray is None:
+        if given:
+            raise ToolkitError(f"{', '.join(given)} only apply with --ray", fix="add --ray [ADDRESS]")
+        return None
+    from runtime.cluster import ClusterOptions, check_address, import_ray
+
+    import_ray()
+    if args.ray_gpus_per_actor < 0:
+        raise ToolkitError("--ray-gpus-per-actor must be >= 0", found=str(args.ray_gpus_per_actor))
+    return ClusterOptions(address=check_address(args.ray), actors=args.ray_actors,
+                          reference_actors=getattr(args, "ray_reference_actors", None),
+                          threads=args.threads or 1, gpus_per_actor=args.ray_gpus_per_actor)
 
 
 def options(args: argparse.Namespace, cls: Any) -> Any:

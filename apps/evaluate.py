@@ -3,7 +3,7 @@
     python -m runtime.evaluate --data data/synth_cityscapes --reference r18os8_cityscapes \\
         --checkpoint runs/r18.pth --artifacts artifacts/*.onnx [--limit N] [--out DIR] \\
         [--max-drop 0.5 | fp32=0.01,fp16=0.1,int8=0.5] [--save-preds] [--mode tiled] \\
-        [--also-openvino [FILE ...] --ov-precision bf16]
+        [--also-openvino [FILE ...] --ov-precision bf16] [--ray [ADDRESS] [--ray-actors N]]
 
 Per backend (one at a time): mIoU against the ground truth (one confusion matrix over the split,
 ignore label excluded, classes absent from both skipped), drop against the reference in mIoU points
@@ -15,6 +15,9 @@ works as a CI gate; 2 on a usage error. Writes ``evaluate.json`` and ``evaluate.
 every .onnx artifact) next to the ``--backend`` rows; ``--ov-precision`` sets their float precision.
 An FP32 file run with ``--ov-precision bf16`` is a bf16 row, held to the bf16 limit (by default the
 FP16 limit, 0.1 points); an INT8 file keeps the INT8 limit whatever its float layers run in.
+
+``--ray [ADDRESS]`` shards the frames over Ray actors (a local Ray without ADDRESS) and gives the
+same report: per-frame confusion matrices and agreement counts added up exactly (docs/ray.md).
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from apps.cli import (ALSO_OPENVINO_HELP, OV_PRECISION_HELP, OV_PRECISIONS, add_triton_arguments,
-                      also_openvino_files, max_drop_limits, parse_hw, positive_int, triton_model_arg)
+from apps.cli import (ALSO_OPENVINO_HELP, OV_PRECISION_HELP, OV_PRECISIONS, add_ray_arguments, add_triton_arguments,
+                      also_openvino_files, max_drop_limits, parse_hw, positive_int, ray_options, triton_model_arg)
 from runtime.errors import ToolkitError
 from runtime.evaluation import DEFAULT_MAX_DROP, evaluate, print_table, write_reports
 
@@ -62,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/evaluate", help="report directory")
     p.add_argument("--save-preds", action="store_true",
                    help="write colourised predictions, disagreement maps and *_labelIds.png")
+    add_ray_arguments(p, reference=True)
     return p
 
 
@@ -91,10 +95,12 @@ def openvino_rows(args: argparse.Namespace) -> list[tuple[str, str, dict[str, An
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from runtime.cluster.gate import ray_executor
     from runtime.fileio import ensure_writable_dir
 
     out = ensure_writable_dir(args.out)
     limits = parse_max_drop(args.max_drop)
+    cluster = ray_options(args)
     served = triton_model_arg(args)
     if served:
         args.artifacts = [*args.artifacts, served]
@@ -104,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       split=args.split, limit=args.limit, max_drop=limits, backend=args.backend,
                       backend_options=artifact_options(args), extra_rows=openvino_rows(args),
                       save_dir=str(Path(out) / "preds") if args.save_preds else None, device=args.device,
-                      label_ids=args.label_ids)
+                      label_ids=args.label_ids, executor=ray_executor(cluster) if cluster else None)
     paths = write_reports(report, out)
     print_table(report)
     print(f"reports: {paths[0]} {paths[1]}")

@@ -244,13 +244,19 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
+def encode_png(image: np.ndarray, name: str | os.PathLike = "image") -> bytes:
+    """PNG bytes of an RGB (H, W, 3) or single-channel image (OpenCV's encoder)."""
     import cv2
 
     if image.ndim == 3:
         image = image[:, :, ::-1]   # RGB -> BGR for OpenCV
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
     if not ok:
-        raise ToolkitError(f"cannot encode {path}")
+        raise ToolkitError(f"cannot encode {name}")
+    return buf.tobytes()
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    data = encode_png(image, path)
     with atomic_open(path, "wb") as f:
-        f.write(buf.tobytes())
+        f.write(data)

@@ -21,6 +21,7 @@ import numpy as np
 
 from runtime.errors import ToolkitError
 
+VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ts")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
                   "srt://", "rtp://")
@@ -224,6 +225,21 @@ def open_source(spec: SourceSpec, timeout_s: float = 10.0, size_hw: tuple[int, i
     src = FolderSource(spec) if spec.kind in ("folder", "image") else CaptureSource(spec, timeout_s, size_hw)
     src.open()
     return src
+
+
+def video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Every frame of a video file, in decoding order, as RGB (a SourceError when it cannot be
+    opened; the frames end where the file can no longer be decoded)."""
+    source = CaptureSource(SourceSpec(str(path), "file", False))
+    source.open()
+    try:
+        while True:
+            frame = source.read()
+            if frame is None:
+                return
+            yield frame
+    finally:
+        source.close()
 
 
 def log(message: str) -> None:
