@@ -41,6 +41,7 @@ class Pool:
         self.options = options
         self.slots: list[Slot] = []
         self.headers: list[dict] = []
+        self.processes: list[tuple[str, int]] = []     # (host, pid) of every actor started
         self.replaced = 0
 
     def __enter__(self) -> Pool:
@@ -74,7 +75,9 @@ class Pool:
             raise ToolkitError(f"{len(refs) - len(ready)} of {len(refs)} {self.name} actors did not start within "
                                f"{self.options.start_timeout_s:g} s: the cluster lacks free resources for them",
                                fix="ask for fewer actors (--ray-actors), or check `ray status`")
-        return [unwrap(self.ray, lambda r=r: self.ray.get(r)) for r in refs]
+        headers = [unwrap(self.ray, lambda r=r: self.ray.get(r)) for r in refs]
+        self.processes += [(h[0]["host"], h[0]["pid"]) for h in headers if h]
+        return headers
 
     def least_loaded(self) -> Slot | None:
         alive = [s for s in self.slots if not s.dead and s.load < self.options.max_inflight]
@@ -97,7 +100,12 @@ class Pool:
         return True
 
     def kill(self) -> None:
-        """Kill every actor (their running frames stop now) and wait until they are gone."""
+        """Kill every actor (their running frames stop now) and wait until they are gone: Ray's
+        word, and on this host their processes too, so what they leave is seen as a dead writer's."""
+        import socket
+
+        from runtime.fileio import pid_alive
+
         for s in self.slots:
             self.ray.kill(s.actor, no_restart=True)
         for s in self.slots:
@@ -106,6 +114,10 @@ class Pool:
             except Exception:    # noqa: BLE001 - dead is what is wanted; any failure to answer says so
                 pass
         self.slots = []
+        here = socket.gethostname()
+        deadline = time.monotonic() + 10.0
+        while any(host == here and pid_alive(pid) for host, pid in self.processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def unwrap(ray: Any, call: Callable[[], Any]) -> Any:

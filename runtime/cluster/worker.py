@@ -7,6 +7,7 @@ actors of the PyTorch reference row import torch (through runtime.backends, by n
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,7 +38,7 @@ class FrameWorker:
             self.backends.append(backend)
             backend(np.zeros(backend.input_shape, np.float32))   # lazy init stays out of the latency
             headers.append({"label": backend.label, "precision": backend.precision, "info": backend.describe(),
-                            "meta": backend.meta, "pid": os.getpid()})
+                            "meta": backend.meta, "pid": os.getpid(), "host": socket.gethostname()})
         return headers
 
     def ping(self) -> int:
