@@ -43,6 +43,15 @@ def _key(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
+def _symmetric_pads(node: Any, a: dict) -> list[int]:
+    """ONNX ``pads`` (begins, ends) as PyTorch's per-dimension padding; uneven padding is refused."""
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    half = len(pads) // 2
+    if pads[:half] != pads[half:]:
+        raise ToolkitError(f"asymmetric {node.op_type} padding in {node.name} is not supported by QAT")
+    return pads[:half]
+
+
 def _fake_quant_weight(w: torch.Tensor, axis: int, qmin: int, qmax: int) -> torch.Tensor:
     """Symmetric per-channel fake quantization with the scales the quantizer would compute now."""
     dims = [d for d in range(w.dim()) if d != axis]
@@ -168,14 +177,11 @@ class QuantGraph(nn.Module):
 
     @staticmethod
     def _op_Conv(node: Any, a: dict) -> Callable[..., torch.Tensor]:
-        pads = list(a.get("pads", [0, 0, 0, 0]))
-        half = len(pads) // 2
-        if pads[:half] != pads[half:]:
-            raise ToolkitError(f"asymmetric Conv padding in {node.name} is not supported by QAT")
+        pads = _symmetric_pads(node, a)
         stride, dil, groups = a.get("strides", [1, 1]), a.get("dilations", [1, 1]), int(a.get("group", 1))
 
         def conv(x, w, b=None):
-            return F.conv2d(x, w, b, stride, pads[:half], dil, groups)
+            return F.conv2d(x, w, b, stride, pads, dil, groups)
         return conv
 
     @staticmethod
@@ -229,13 +235,10 @@ class QuantGraph(nn.Module):
 
     @staticmethod
     def _op_MaxPool(node: Any, a: dict) -> Callable[..., torch.Tensor]:
-        pads = list(a.get("pads", [0, 0, 0, 0]))
-        half = len(pads) // 2
-        if pads[:half] != pads[half:]:
-            raise ToolkitError(f"asymmetric MaxPool padding in {node.name} is not supported by QAT")
+        pads = _symmetric_pads(node, a)
         kernel, stride = a["kernel_shape"], a.get("strides", [1, 1])
         dil, ceil = a.get("dilations", [1, 1]), bool(a.get("ceil_mode", 0))
-        return lambda x: F.max_pool2d(x, kernel, stride, pads[:half], dil, ceil)
+        return lambda x: F.max_pool2d(x, kernel, stride, pads, dil, ceil)
 
     @staticmethod
     def _op_Resize(node: Any, a: dict) -> Callable[..., torch.Tensor]:

@@ -65,17 +65,15 @@ def qat_config(args: BudgetOptions, variant: str, crop: tuple[int, int], frame_h
 def check_qat_disjoint(held_paths: list[str], qat_root: str) -> tuple[str, tuple[int, int]]:
     """Refuse fine-tuning frames that are evaluation frames (by path or by content); returns a
     description and the (height, width) of the first fine-tuning frame."""
-    from export.budget.scoring import _file_hash
+    from export.budget.scoring import shared_frames
     from runtime.data import open_dataset
 
     try:
         train = open_dataset(qat_root, split="train", label_ids_flag=None)
     except ToolkitError as exc:
         raise ToolkitError(f"--qat-data: {exc.message}", fix="pass a labelled dataset root with a train split") from None
-    evals = {Path(p).resolve() for p in held_paths}
-    tuned = [Path(p).resolve() for p in train.image_paths]
-    hashes = {_file_hash(p) for p in evals}
-    shared = [p for p in tuned if p in evals or _file_hash(p) in hashes]
+    tuned = list(train.image_paths)
+    shared = shared_frames(tuned, held_paths)
     if shared:
         raise ToolkitError("the fine-tuning frames include evaluation frames",
                            found=f"{len(shared)} of {len(tuned)} --qat-data train frames are held-out frames "

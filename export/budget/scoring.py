@@ -48,14 +48,19 @@ def open_held_out(eval_data: str | None, calib_data: str, limit: int | None = No
     return dataset, f"{len(dataset)} labelled frames of the val split of {root}"
 
 
+def shared_frames(frames: Sequence[Path], others: Sequence[Path]) -> list[Path]:
+    """The files of ``frames`` that are also in ``others``, by resolved path or by content."""
+    frames = [Path(p).resolve() for p in frames]
+    others = {Path(p).resolve() for p in others}
+    same_path = sorted(set(frames) & others)
+    hashes = {_file_hash(p) for p in others if p.is_file()}
+    return same_path + [p for p in frames if p not in same_path and _file_hash(p) in hashes]
+
+
 def check_disjoint(dataset: Any, calib: Any, calib_root: str) -> str:
     """Refuse a held-out split that shares an image (by path or by content) with the calibration set."""
-    calib_files = sorted({Path(calib_root, s).resolve() for s in set(calib.sources)})
-    eval_files = [Path(p).resolve() for p in dataset.image_paths]
-    same_path = sorted(set(calib_files) & set(eval_files))
-    calib_hashes = {_file_hash(p): p for p in calib_files if p.is_file()}
-    same_content = [p for p in eval_files if p not in same_path and _file_hash(p) in calib_hashes]
-    shared = same_path + same_content
+    eval_files = list(dataset.image_paths)
+    shared = shared_frames(eval_files, [Path(calib_root, s) for s in set(calib.sources)])
     if shared:
         raise ToolkitError("the budget would be measured on calibration images",
                            found=f"{len(shared)} of the {len(eval_files)} evaluation frames are calibration "
